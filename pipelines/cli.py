@@ -1,0 +1,185 @@
+"""`aver`: one verb per pipeline step. Heavy imports stay inside the commands so `aver --help` is instant."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.config import corpus_config, load_params, paths
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+corpus_app = typer.Typer(no_args_is_help=True, help="Declare and list corpora (params.yaml `corpora:`).")
+store_app = typer.Typer(no_args_is_help=True, help="Inspect and verify the feature store.")
+app.add_typer(corpus_app, name="corpus")
+app.add_typer(store_app, name="store")
+console = Console()
+
+ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p", help="params file")
+
+
+def _table(title: str, columns: list[str], rows: list[list]) -> None:
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[str(x) for x in r])
+    console.print(t)
+
+
+@app.command()
+def ingest(corpora: list[str] = typer.Argument(None, help="corpus names (default: all in params.yaml)"),
+           params_file: Path = ParamsOpt) -> None:
+    """Scan and probe corpora into manifests (+ a ledger of unusable files)."""
+    from pipelines.ingest import ingest as run_ingest
+    params = load_params(params_file)
+    rows = []
+    for name in corpora or list(params.get("corpora", {})):
+        s = run_ingest(name, corpus_config(params, name), paths(params)["manifests"])
+        rows.append([name, s.clips, s.speakers, s.failed])
+    _table("ingest", ["corpus", "clips", "speakers", "ledger rows"], rows)
+
+
+def _extract_targets(params: dict, feature_set: str | None, corpora: list[str] | None) -> list[tuple[str, str]]:
+    targets = [(t["feature_set"], t["corpus"]) for t in params.get("extract", {}).values()]
+    if feature_set:
+        targets = [t for t in targets if t[0] == feature_set] or [(feature_set, c) for c in corpora or []]
+    if corpora:
+        targets = [t for t in targets if t[1] in corpora] or [(feature_set, c) for c in corpora]
+    return targets
+
+
+@app.command()
+def extract(feature_set: Optional[str] = typer.Argument(None, help="feature set (default: every `extract:` entry)"),
+            corpus: list[str] = typer.Option(None, "--corpus", "-c", help="corpus (repeatable)"),
+            engine: Optional[str] = typer.Option(None, help="local | ray | beam (default: params engine.name)"),
+            workers: Optional[int] = typer.Option(None, help="Ray actors / Beam workers"),
+            ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster address"),
+            runner: Optional[str] = typer.Option(None, help="Beam runner, e.g. FlinkRunner"),
+            pipeline_arg: list[str] = typer.Option(None, help="extra Beam pipeline option (repeatable)"),
+            limit: Optional[int] = typer.Option(None, help="extract at most N new items (smoke runs)"),
+            params_file: Path = ParamsOpt) -> None:
+    """Extract feature sets into the store (incremental: only new or changed clips)."""
+    from pipelines.plan import run_extraction
+    params = load_params(params_file)
+    options = {k: v for k, v in {"workers": workers, "address": ray_address, "runner": runner,
+                                 "pipeline_args": pipeline_arg or None}.items() if v}
+    rows = []
+    for fs, c in _extract_targets(params, feature_set, corpus):
+        s = run_extraction(params, fs, c, engine=engine, engine_options=options, limit=limit)
+        rows.append([fs, c, s.engine, s.planned, s.already_done, s.extracted, s.failed, s.removed, f"{s.seconds:.1f}"])
+    _table("extract", ["feature set", "corpus", "engine", "planned", "cached", "new rows", "new ledger",
+                       "pruned", "seconds"], rows)
+
+
+@app.command()
+def train(params_file: Path = ParamsOpt) -> None:
+    """Train the configured models on cached features (cross-validated + final fit)."""
+    from training.run import train_stage
+    train_stage(load_params(params_file))
+
+
+@app.command()
+def evaluate(params_file: Path = ParamsOpt) -> None:
+    """Compute metrics and plot data from the training predictions."""
+    from training.run import evaluate_stage
+    metrics = evaluate_stage(load_params(params_file))
+    console.print_json(json.dumps(metrics, default=float))
+
+
+@app.command()
+def report(params_file: Path = ParamsOpt) -> None:
+    """Write the static HTML run report."""
+    from training.report import write_report
+    console.print(f"report: {write_report(load_params(params_file))}")
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("data/demo"), help="where to write the demo corpus"),
+         seed: int = typer.Option(0), params_file: Path = ParamsOpt) -> None:
+    """Generate the embedded synthetic talking-face demo corpus."""
+    from pipelines.demo import generate
+    cfg = load_params(params_file).get("demo", {}) if params_file.exists() else {}
+    cfg = {**cfg, "seed": seed}
+    console.print(f"demo corpus: {generate(out, **cfg)}")
+
+
+@corpus_app.command("add")
+def corpus_add(name: str, root: Path = typer.Option(..., help="corpus root folder"),
+               glob: str = typer.Option("**/*.wav", help="files to take, relative to root"),
+               regex: str = typer.Option(..., help="filename regex with named groups (speaker, emotion, ...)"),
+               label: list[str] = typer.Option(None, help="label map entry CODE=canonical (repeatable)"),
+               metadata_csv: Optional[Path] = typer.Option(None, help="CSV joined on a regex group"),
+               join_on: Optional[str] = typer.Option(None, help="column/group to join the CSV on"),
+               params_file: Path = ParamsOpt) -> None:
+    """Declare a new corpus with the generic adapter (no code needed)."""
+    from pipelines.corpora.generic import add_corpus_entry
+    label_map = dict(x.split("=", 1) for x in label or [])
+    add_corpus_entry(params_file, name, root=str(root), glob=glob, regex=regex, label_map=label_map,
+                     metadata_csv=str(metadata_csv) if metadata_csv else None, join_on=join_on)
+    console.print(f"added corpus {name!r} to {params_file}; run `aver ingest {name}`")
+
+
+@corpus_app.command("list")
+def corpus_list(params_file: Path = ParamsOpt) -> None:
+    """Corpora declared in params.yaml and their ingest state."""
+    import pyarrow.parquet as pq
+    params = load_params(params_file)
+    mdir = paths(params)["manifests"]
+    rows = []
+    for name, cfg in params.get("corpora", {}).items():
+        m = mdir / f"{name}.parquet"
+        clips = pq.read_metadata(m).num_rows if m.exists() else "-"
+        rows.append([name, cfg.get("adapter"), cfg.get("root"), clips])
+    _table("corpora", ["corpus", "adapter", "root", "clips"], rows)
+
+
+def _store(params_file: Path):
+    from pipelines.store import FeatureStore
+    p = paths(load_params(params_file))
+    return FeatureStore(p["store"], p["manifests"])
+
+
+@store_app.command("ls")
+def store_ls(params_file: Path = ParamsOpt) -> None:
+    """Feature sets × corpora in the store with row and ledger counts."""
+    store = _store(params_file)
+    rows = [[i["feature_set"], i["corpus"], i["rows"], i["failed"], i["kind"], i["fingerprint"]]
+            for fs in store.feature_sets() for c in store.corpora(fs) for i in [store.info(fs, c)]]
+    _table("store", ["feature set", "corpus", "rows", "ledger", "extractor", "fingerprint"], rows)
+
+
+@store_app.command("show")
+def store_show(feature_set: str, corpus: str, params_file: Path = ParamsOpt,
+               ledger: bool = typer.Option(False, help="print the ledger rows")) -> None:
+    """Metadata, columns and (optionally) ledger of one feature set × corpus."""
+    store = _store(params_file)
+    console.print_json(json.dumps(store.info(feature_set, corpus), default=str))
+    if ledger:
+        df = store.ledger(feature_set, corpus)
+        _table("ledger", ["clip_id", "variant", "reason", "detail"],
+               df[["clip_id", "variant", "reason", "detail"]].values.tolist())
+
+
+@store_app.command("verify")
+def store_verify(feature_set: Optional[str] = typer.Argument(None), corpus: list[str] = typer.Option(None, "--corpus"),
+                 params_file: Path = ParamsOpt) -> None:
+    """Re-check schemas, fingerprints, duplicates and missing/stale rows against the manifests."""
+    from pipelines.plan import planned_keys
+    params = load_params(params_file)
+    store = _store(params_file)
+    rows, bad = [], 0
+    for fs in [feature_set] if feature_set else store.feature_sets():
+        for c in corpus or store.corpora(fs):
+            rep = store.verify(fs, c, planned_keys(params, fs, c))
+            bad += not rep.ok
+            rows.append([fs, c, rep.rows, rep.failed, "ok" if rep.ok else "; ".join(rep.problems)])
+    _table("verify", ["feature set", "corpus", "rows", "ledger", "status"], rows)
+    raise typer.Exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    app()

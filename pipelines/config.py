@@ -1,0 +1,37 @@
+"""params.yaml access: one place that knows the file's layout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def paths(params: dict) -> dict[str, Path]:
+    p = params.get("paths", {})
+    return {"manifests": Path(p.get("manifests", "data/manifests")),
+            "store": Path(p.get("store", "data/store")),
+            "runs": Path(p.get("runs", "runs"))}
+
+
+def feature_config(params: dict, feature_set: str) -> dict:
+    """{extractor, params, variants, requires...} of one feature set, with defaults filled in."""
+    try:
+        cfg = params["features"][feature_set]
+    except KeyError:
+        raise KeyError(f"feature set {feature_set!r} is not declared under features: in params.yaml") from None
+    return {"extractor": cfg["extractor"], "params": cfg.get("params") or {},
+            "variants": cfg.get("variants") or ["clean"]}
+
+
+def corpus_config(params: dict, corpus: str) -> dict:
+    try:
+        return params["corpora"][corpus]
+    except KeyError:
+        raise KeyError(f"corpus {corpus!r} is not declared under corpora: in params.yaml") from None

@@ -1,0 +1,22 @@
+"""Engines run an extractor over work items and hand each batch's `Result` to a sink.
+
+All engines share one contract: `run(kind, params, items, sink, options)`; `sink(result)` is called in the
+driver for every processed batch (local, Ray) or, for Beam, rows are written by Beam's parquetio.
+"""
+from __future__ import annotations
+
+import importlib
+
+ENGINES = {"local": "pipelines.engines.local", "ray": "pipelines.engines.ray_engine",
+           "beam": "pipelines.engines.beam_engine"}
+
+
+def get_engine(name: str):
+    if name not in ENGINES:
+        raise KeyError(f"unknown engine {name!r}; choose from {sorted(ENGINES)}")
+    return importlib.import_module(ENGINES[name])
+
+
+def batches(items: list, size: int):
+    for i in range(0, len(items), max(1, size)):
+        yield items[i:i + size]

@@ -1,0 +1,134 @@
+"""The extractor protocol: what every feature extractor implements, whatever engine runs it.
+
+An engine builds the extractor once per worker (`build(kind, params)`), calls `setup()` once (load models),
+then `process(items)` on batches of work items. A work item is a manifest row (dict) plus:
+  - `abspath`: absolute path of the media file,
+  - `variant`: "clean" or an augmentation name (see features/augment.py),
+  - `peers`: absolute paths of a few other clips of the same corpus (babble noise source),
+  - `inputs`: {feature_set: row} for the upstream feature sets the extractor `requires`.
+`process` returns a `Result`: feature rows (dicts matching `schema()` plus the key columns) and ledger rows for
+items that failed. One bad item never fails the batch.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import pyarrow as pa
+
+from pipelines.manifest import ledger_row
+
+KEY_FIELDS = [("clip_id", pa.string()), ("variant", pa.string()), ("content_hash", pa.string())]
+
+
+@dataclass(frozen=True)
+class Resources:
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    batch_size: int = 8
+
+
+@dataclass
+class Result:
+    rows: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+
+
+class Extractor(Protocol):
+    kind: ClassVar[str]           # registry name, e.g. "opensmile"
+    version: ClassVar[str]        # bump when the output of the same params changes
+    modality: ClassVar[str]       # "audio" or "video": which clips it can use
+    requires: ClassVar[tuple[str, ...]]   # upstream feature sets joined into item["inputs"]
+    params: dict
+    resources: Resources
+
+    def schema(self) -> pa.Schema: ...
+    def setup(self) -> None: ...
+    def process(self, items: list[dict]) -> Result: ...
+
+
+class ClipError(Exception):
+    """A known, per-clip reason why a feature cannot be computed (becomes a ledger row)."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+class BaseExtractor:
+    """Per-item extractor: subclasses implement `extract(item) -> dict of feature columns`."""
+    kind: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    modality: ClassVar[str] = "audio"
+    requires: ClassVar[tuple[str, ...]] = ()
+    defaults: ClassVar[dict] = {}
+
+    def __init__(self, **params: Any):
+        unknown = set(params) - set(self.defaults) - {"resources"}
+        if unknown:
+            raise ValueError(f"{self.kind}: unknown params {sorted(unknown)}; known: {sorted(self.defaults)}")
+        res = params.pop("resources", {}) or {}
+        self.params = {**self.defaults, **params}
+        self.resources = Resources(**res)
+
+    def schema(self) -> pa.Schema:
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        pass
+
+    def extract(self, item: dict) -> dict:
+        raise NotImplementedError
+
+    def process(self, items: list[dict]) -> Result:
+        out = Result()
+        for item in items:
+            try:
+                out.rows.append({**key_of(item), **self.extract(item)})
+            except ClipError as e:
+                out.failures.append(failure(item, self.kind, e.reason, e.detail))
+            except Exception as e:  # noqa: BLE001 - a bad clip must never stop the corpus
+                out.failures.append(failure(item, self.kind, f"error:{type(e).__name__}",
+                                            f"{e}\n{traceback.format_exc(limit=3)}"))
+        return out
+
+
+def key_of(item: dict) -> dict:
+    return {"clip_id": item["clip_id"], "variant": item["variant"], "content_hash": item["content_hash"]}
+
+
+def failure(item: dict, stage: str, reason: str, detail: str = "") -> dict:
+    return ledger_row(item["corpus"], item["path"], stage, reason, detail, clip_id=item["clip_id"],
+                      variant=item["variant"], content_hash=item["content_hash"])
+
+
+def full_schema(extractor: Extractor) -> pa.Schema:
+    """Key columns + the extractor's feature columns."""
+    return pa.schema(KEY_FIELDS + list(extractor.schema()))
+
+
+def fingerprint(kind: str, version: str, params: dict) -> str:
+    """Identity of a feature set's configuration: changes when kind, version or any param changes."""
+    blob = json.dumps({"kind": kind, "version": version, "params": params}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# kind -> "module:Class". One line per extractor file in features/.
+REGISTRY: dict[str, str] = {
+    "fer_embedding": "features.fer_embedding:FerEmbedding",
+    "audioset_embedding": "features.audioset_embedding:AudioSetEmbedding",
+    "opensmile": "features.opensmile_features:OpenSmileExtractor",
+    "logmel": "features.logmel:LogMelExtractor",
+    "spectral": "features.spectral:SpectralExtractor",
+}
+
+
+def build(kind: str, params: dict | None = None) -> Extractor:
+    if kind not in REGISTRY:
+        raise KeyError(f"unknown extractor {kind!r}; known: {sorted(REGISTRY)}")
+    module, cls = REGISTRY[kind].split(":")
+    return getattr(importlib.import_module(module), cls)(**(params or {}))

@@ -1,0 +1,117 @@
+"""Model registry: every pretrained weight file aver uses, fetched once into a cache and checked by sha256.
+
+Lookup order for `fetch(name)`:
+  1. `$AVER_MODELS_DIR/<name>/<file>` (offline override: a directory laid out like the registry names),
+  2. the cache `$AVER_CACHE/models/<name>/<file>` (default `~/.cache/aver/models`),
+  3. download from the official URL into the cache (skipped when `AVER_OFFLINE=1`).
+A file found anywhere must match its sha256; a missing file offline raises `WeightsUnavailable` saying
+which file is needed and where to put it.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    file: str
+    url: str | None
+    sha256: str | None          # None only where upstream publishes no fixed file
+    licence: str
+    package: str | None = None  # "module:attribute" of a pip package that ships the file
+
+
+MODELS: dict[str, ModelSpec] = {m.name: m for m in [
+    ModelSpec("retinaface_mnet025_biubug6", "mobilenet0.25_Final.pth",
+              "https://github.com/biubug6/Face-Detector-1MB-with-landmark/raw/master/weights/mobilenet0.25_Final.pth",
+              "ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1", "MIT (WIDER FACE)"),
+    ModelSpec("retinaface_resnet50", "retinaface_resnet50_2020-07-20-f168fae3c.zip",
+              "https://github.com/ternaus/retinaface/releases/download/0.01/retinaface_resnet50_2020-07-20-f168fae3c.zip",
+              None, "MIT (WIDER FACE)"),
+    ModelSpec("fer_mini_xception_fer2013", "emotion_model.hdf5",
+              "https://github.com/oarriaga/face_classification/raw/master/trained_models/emotion_models/"
+              "fer2013_mini_XCEPTION.102-0.66.hdf5",
+              "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e", "MIT (FER2013: research only)"),
+    ModelSpec("efficientat_mn04_as", "mn04_as_mAP_432.pt",
+              "https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1/mn04_as_mAP_432.pt",
+              "899a8c6217063f6941793102a2780b3dd788ab11fce468d9cf5f0577c453321c", "MIT (AudioSet)"),
+    ModelSpec("pfld68_cunjian", "pfld.onnx",
+              "https://github.com/cunjian/pytorch_face_landmark/raw/master/onnx/pfld.onnx",
+              "7d7bbd5c6a1d9272e58d9773898284a1905d872eba9a662df9b5f20f1ba6f83e", "none stated (300-W: research only)"),
+    ModelSpec("dlib_shape_predictor_68", "shape_predictor_68_face_landmarks.dat", None,
+              "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f", "CC0 package (iBUG 300-W: research only)",
+              package="face_recognition_models:pose_predictor_model_location"),
+]}
+
+
+class WeightsUnavailable(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("AVER_CACHE", Path.home() / ".cache" / "aver")) / "models"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _checked(spec: ModelSpec, path: Path) -> Path:
+    if spec.sha256 and sha256_of(path) != spec.sha256:
+        raise WeightsUnavailable(f"{path} does not match the sha256 registered for {spec.name} "
+                                 f"({spec.sha256}); delete it or replace it with the official file")
+    return path
+
+
+def _from_package(spec: ModelSpec) -> Path | None:
+    module, attr = spec.package.split(":")
+    try:
+        path = Path(getattr(importlib.import_module(module), attr)())
+    except ImportError:
+        return None
+    return path if path.exists() else None
+
+
+def _download(spec: ModelSpec, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp, \
+            urllib.request.urlopen(spec.url, timeout=60) as resp:
+        shutil.copyfileobj(resp, tmp)
+    _checked(spec, Path(tmp.name))
+    Path(tmp.name).replace(dest)
+
+
+def fetch(name: str) -> Path:
+    """Local path of a registered weight file, downloading it into the cache if allowed."""
+    spec = MODELS[name]
+    override = os.environ.get("AVER_MODELS_DIR")
+    if override and (Path(override) / name / spec.file).exists():
+        return _checked(spec, Path(override) / name / spec.file)
+    if spec.package and (path := _from_package(spec)):
+        return _checked(spec, path)
+    cached = cache_dir() / name / spec.file
+    if cached.exists():
+        return _checked(spec, cached)
+    if spec.url and os.environ.get("AVER_OFFLINE") != "1":
+        try:
+            _download(spec, cached)
+            return cached
+        except OSError as e:
+            reason = f"download from {spec.url} failed ({e})"
+    else:
+        reason = "offline (AVER_OFFLINE=1)" if spec.url else f"pip package {spec.package.split(':')[0]} missing"
+    raise WeightsUnavailable(
+        f"weights {spec.name!r} ({spec.file}) not available: {reason}. Put the file at "
+        f"{cached} or at $AVER_MODELS_DIR/{spec.name}/{spec.file}" + (f" (source: {spec.url})" if spec.url else ""))
