@@ -3,7 +3,7 @@
 An engine builds the extractor once per worker (`build(kind, params)`), calls `setup()` once (load models),
 then `process(items)` on batches of work items. A work item is a manifest row (dict) plus:
   - `abspath`: absolute path of the media file,
-  - `variant`: "clean" or an augmentation name (see features/augment.py),
+  - `variant`: "clean" or an augmentation name (features/augment_audio.py, features/augment_video.py),
   - `peers`: absolute paths of a few other clips of the same corpus (babble noise source),
   - `inputs`: {feature_set: row} for the upstream feature sets the extractor `requires`.
 `process` returns a `Result`: feature rows (dicts matching `schema()` plus the key columns) and ledger rows for
