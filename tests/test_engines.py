@@ -16,7 +16,7 @@ import yaml
 from pipelines.ingest import ingest
 from pipelines.plan import planned_keys, run_extraction
 from pipelines.store import FeatureStore
-from tests.conftest import shared_path
+from conftest import shared_path
 
 FS = "egemaps"
 
