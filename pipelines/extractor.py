@@ -124,7 +124,16 @@ REGISTRY: dict[str, str] = {
     "opensmile": "features.opensmile_features:OpenSmileExtractor",
     "logmel": "features.logmel:LogMelExtractor",
     "spectral": "features.spectral:SpectralExtractor",
+    "face_emotion_embedding": "features.face_emotion_embedding:FaceEmotionEmbedding",
+    "speech_emotion_embedding": "features.speech_emotion_embedding:SpeechEmotionEmbedding",
+    "faces": "features.faces:FacesExtractor",
 }
+
+
+def limit_threads(resources: Resources) -> None:
+    """Pin torch's intra-op threads to the worker's CPU share: spinning extra threads slows shared cores down."""
+    import torch
+    torch.set_num_threads(max(1, int(resources.num_cpus)))
 
 
 def build(kind: str, params: dict | None = None) -> Extractor:

@@ -13,7 +13,7 @@ from typing import Callable
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.extractor import Result, build
+from pipelines.extractor import Result, build, limit_threads
 
 
 class ExtractDoFn(beam.DoFn):
@@ -22,6 +22,7 @@ class ExtractDoFn(beam.DoFn):
 
     def setup(self):
         self.extractor = build(self.kind, self.params)
+        limit_threads(self.extractor.resources)
         self.extractor.setup()
 
     def process(self, batch):

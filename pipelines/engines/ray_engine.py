@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipelines.extractor import Result, build
+from pipelines.extractor import Result, build, limit_threads
 
 
 class RayExtractor:
@@ -21,6 +21,7 @@ class RayExtractor:
 
     def __init__(self, kind: str, params: dict):
         self.extractor = build(kind, params)
+        limit_threads(self.extractor.resources)
         self.extractor.setup()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

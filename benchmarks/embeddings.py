@@ -1,0 +1,99 @@
+"""Throughput of the pretrained CNN embedders on real data; prints a markdown table.
+
+    python benchmarks/embeddings.py [--threads 2] [--device cpu] [--clips 24] [--faces 2048]
+
+EfficientAT: EmoDB wavs (2.0 s, 22.05 kHz) through the `audioset_embedding` extractor (decode, resampy, mel, one
+whole-clip pass + the 1 s windows), then the network alone on batches of 1 s mel windows. mini-Xception: the
+fixture face crops repeated, through the `fer_embedding` extractor (112x112 PNG decode, gray, resize, network) in
+clips of 100 frames, then the network alone on batches of preprocessed 64x64 crops. Each figure is the best of
+several timed runs after a warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("AVER_SHARED", ROOT.parent / "shared"))
+os.environ.setdefault("AVER_MODELS_DIR", str(SHARED / "models"))
+sys.path.insert(0, str(ROOT))
+
+from features.mini_xception import preprocess  # noqa: E402
+from pipelines.extractor import build  # noqa: E402
+
+
+def timed(fn, repeat: int = 3) -> float:
+    """Best of `repeat` runs after a warm-up (first-shape kernels, resampy's numba JIT): the least disturbed by
+    other processes on the same cores."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def audio_rows(args) -> list[tuple]:
+    ex = build("audioset_embedding", {"device": args.device})
+    ex.setup()
+    wavs = sorted((SHARED / "data" / "emodb" / "wav").glob("*.wav"))[:args.clips]
+    items = [{"clip_id": f"emodb/{p.stem}", "corpus": "emodb", "path": p.name, "variant": "clean",
+              "content_hash": "", "abspath": str(p), "audio_rate": 22050} for p in wavs]
+    windows = sum(r["emb_shape"][0] for r in ex.process(items).rows)
+    seconds = timed(lambda: ex.process(items))
+    batch = torch.randn(args.batch, 1, 128, 100, device=args.device)
+    with torch.inference_mode():
+        net = timed(lambda: ex.model(batch), repeat=10)
+    return [("EfficientAT mn04", f"extractor, {len(items)} EmoDB clips ({windows} windows of 1 s)", windows / seconds,
+             "windows/s"),
+            ("EfficientAT mn04", f"network only, batch {args.batch} x 1 s mel", args.batch / net, "windows/s")]
+
+
+def face_rows(args) -> list[tuple]:
+    ex = build("fer_embedding", {"device": args.device})
+    ex.setup()
+    crops = np.load(SHARED / "fixtures" / "mini_xception_inputs_uint8_gray64.npz")
+    gray = np.stack([crops[k] for k in crops.files])
+    faces = gray[np.arange(args.faces) % len(gray)]
+    pngs = [cv2.imencode(".png", cv2.cvtColor(cv2.resize(g, (112, 112)), cv2.COLOR_GRAY2RGB))[1].tobytes()
+            for g in gray]
+    per_clip = 100
+    items = [{"clip_id": f"bench/{i}", "corpus": "bench", "path": "", "variant": "clean", "content_hash": "",
+              "inputs": {"faces": {"crops": [pngs[j % len(pngs)] for j in range(per_clip)],
+                                   "frame_times": [j / 25 for j in range(per_clip)], "face_found": [True] * per_clip}}}
+             for i in range(max(1, args.faces // per_clip))]
+    seconds = timed(lambda: ex.process(items))
+    x = preprocess(faces[:args.batch * 4]).to(args.device)
+    with torch.inference_mode():
+        net = timed(lambda: [ex.model(x[i:i + args.batch]) for i in range(0, len(x), args.batch)], repeat=5)
+    return [("mini-Xception FER", f"extractor, {len(items)} clips x {per_clip} 112 px PNG crops",
+             len(items) * per_clip / seconds, "faces/s"),
+            ("mini-Xception FER", f"network only, batch {args.batch} x 64x64", len(x) / net, "faces/s")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clips", type=int, default=24, help="EmoDB clips for the EfficientAT extractor")
+    parser.add_argument("--faces", type=int, default=2000, help="face crops for the mini-Xception extractor")
+    parser.add_argument("--batch", type=int, default=64, help="batch size of the network-only rows")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = audio_rows(args) + face_rows(args)
+    print(f"\nEmbeddings per second, device {args.device}, {args.threads} torch threads, torch {torch.__version__}\n")
+    print("| embedder | what is timed | embeddings/s |\n|---|---|---|")
+    for name, what, rate, unit in rows:
+        print(f"| {name} | {what} | {rate:,.0f} {unit} |")
+
+
+if __name__ == "__main__":
+    main()
