@@ -10,7 +10,7 @@ which file is needed and where to put it.
 from __future__ import annotations
 
 import hashlib
-import importlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -26,7 +26,7 @@ class ModelSpec:
     url: str | None
     sha256: str | None          # None only where upstream publishes no fixed file
     licence: str
-    package: str | None = None  # "module:attribute" of a pip package that ships the file
+    package: str | None = None  # "package:subdir" of a pip package that ships the file
 
 
 MODELS: dict[str, ModelSpec] = {m.name: m for m in [
@@ -48,7 +48,7 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
               "7d7bbd5c6a1d9272e58d9773898284a1905d872eba9a662df9b5f20f1ba6f83e", "none stated (300-W: research only)"),
     ModelSpec("dlib_shape_predictor_68", "shape_predictor_68_face_landmarks.dat", None,
               "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f", "CC0 package (iBUG 300-W: research only)",
-              package="face_recognition_models:pose_predictor_model_location"),
+              package="face_recognition_models:models"),
 ]}
 
 
@@ -76,11 +76,13 @@ def _checked(spec: ModelSpec, path: Path) -> Path:
 
 
 def _from_package(spec: ModelSpec) -> Path | None:
-    module, attr = spec.package.split(":")
-    try:
-        path = Path(getattr(importlib.import_module(module), attr)())
-    except ImportError:
+    # Locate the file without importing the package: face_recognition_models imports pkg_resources,
+    # which recent setuptools no longer ships.
+    package, subdir = spec.package.split(":")
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
         return None
+    path = Path(list(found.submodule_search_locations)[0]) / subdir / spec.file
     return path if path.exists() else None
 
 

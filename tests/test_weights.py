@@ -1,0 +1,53 @@
+"""Model registry: offline override, sha256 check, package-shipped files, clear error when missing."""
+import pytest
+
+from conftest import shared_path
+from pipelines import weights
+from pipelines.weights import MODELS, WeightsUnavailable, fetch, sha256_of
+
+
+def test_override_dir_is_used_and_checked(monkeypatch):
+    models = shared_path("models")
+    monkeypatch.setenv("AVER_MODELS_DIR", str(models))
+    path = fetch("retinaface_mnet025_biubug6")
+    assert path == models / "retinaface_mnet025_biubug6" / "mobilenet0.25_Final.pth"
+    assert sha256_of(path) == MODELS["retinaface_mnet025_biubug6"].sha256
+
+
+def test_wrong_bytes_are_rejected(monkeypatch, tmp_path):
+    bad = tmp_path / "efficientat_mn04_as" / MODELS["efficientat_mn04_as"].file
+    bad.parent.mkdir()
+    bad.write_bytes(b"not the weights")
+    monkeypatch.setenv("AVER_MODELS_DIR", str(tmp_path))
+    with pytest.raises(WeightsUnavailable, match="does not match the sha256"):
+        fetch("efficientat_mn04_as")
+
+
+def test_missing_offline_names_file_and_place(monkeypatch, tmp_path):
+    monkeypatch.setenv("AVER_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("AVER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AVER_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailable) as err:
+        fetch("pfld68_cunjian")
+    msg = str(err.value)
+    assert "pfld.onnx" in msg and str(tmp_path / "cache") in msg and MODELS["pfld68_cunjian"].url in msg
+
+
+def test_package_shipped_dlib_model_is_found(monkeypatch, tmp_path):
+    monkeypatch.setenv("AVER_MODELS_DIR", str(tmp_path))
+    path = fetch("dlib_shape_predictor_68")
+    assert path.name == "shape_predictor_68_face_landmarks.dat" and "face_recognition_models" in str(path)
+
+
+def test_download_goes_to_cache_and_is_verified(monkeypatch, tmp_path):
+    """The download path, served from a local file:// URL instead of the official one."""
+    src = shared_path("models", "fer_mini_xception_fer2013", "emotion_model.hdf5")
+    spec = MODELS["fer_mini_xception_fer2013"]
+    monkeypatch.setitem(MODELS, spec.name, weights.ModelSpec(spec.name, spec.file, src.as_uri(), spec.sha256,
+                                                              spec.licence))
+    monkeypatch.setenv("AVER_MODELS_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("AVER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("AVER_OFFLINE", raising=False)
+    path = fetch(spec.name)
+    assert path == tmp_path / "cache" / "models" / spec.name / spec.file
+    assert sha256_of(path) == spec.sha256
