@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from pipelines.config import corpus_config, load_params, paths
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
 corpus_app = typer.Typer(no_args_is_help=True, help="Declare and list corpora (params.yaml `corpora:`).")
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and verify the feature store.")
 app.add_typer(corpus_app, name="corpus")
@@ -44,7 +46,8 @@ def ingest(corpora: list[str] = typer.Argument(None, help="corpus names (default
 
 
 def _extract_targets(params: dict, feature_set: str | None, corpora: list[str] | None) -> list[tuple[str, str]]:
-    targets = [(t["feature_set"], t["corpus"]) for t in params.get("extract", {}).values()]
+    entries = {**params.get("extract", {}), **params.get("embed", {})}   # embed entries come after their input
+    targets = [(t["feature_set"], t["corpus"]) for t in entries.values()]
     if feature_set:
         targets = [t for t in targets if t[0] == feature_set] or [(feature_set, c) for c in corpora or []]
     if corpora:
@@ -157,6 +160,8 @@ def store_show(feature_set: str, corpus: str, params_file: Path = ParamsOpt,
                ledger: bool = typer.Option(False, help="print the ledger rows")) -> None:
     """Metadata, columns and (optionally) ledger of one feature set × corpus."""
     store = _store(params_file)
+    if not store.shards(feature_set, corpus):
+        raise UserError(f"the store has no {feature_set!r} files for corpus {corpus!r} (see `aver store ls`)")
     console.print_json(json.dumps(store.info(feature_set, corpus), default=str))
     if ledger:
         df = store.ledger(feature_set, corpus)
@@ -181,5 +186,23 @@ def store_verify(feature_set: Optional[str] = typer.Argument(None), corpus: list
     raise typer.Exit(1 if bad else 0)
 
 
+class UserError(Exception):
+    """A problem the user can fix (bad input file, missing weights, unknown name): one line, no traceback."""
+
+
+def main() -> None:
+    from pipelines.weights import WeightsUnavailable
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (UserError, WeightsUnavailable, FileNotFoundError, KeyError, ValueError) as e:
+        console.print(f"[red]error:[/] {e.args[0] if e.args else e}")
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app()
+    main()
