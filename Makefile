@@ -4,7 +4,13 @@ PYTHON ?= python3
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.aver-installed
 
-.PHONY: venv demo test bench clean-demo
+.PHONY: venv demo test bench
+
+# Offline weights: use ../shared/models when it exists; otherwise the registry downloads into ~/.cache/aver.
+ifneq ($(wildcard ../shared/models),)
+export AVER_MODELS_DIR ?= $(abspath ../shared/models)
+endif
+export PATH := $(abspath $(BIN)):$(PATH)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,15 +23,17 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: venv
-	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show
-	@echo "report: runs/report/index.html"
+	dvc repro
+	dvc metrics show
+	@echo "HTML report: $(abspath runs/report/index.html)"
 
 test: venv
-	$(BIN)/python -m pytest -q
+	python -m pytest -q
 
 bench: venv
-	$(BIN)/python benchmarks/audio.py
-	$(BIN)/python benchmarks/video.py
-	$(BIN)/python benchmarks/accuracy.py
-	$(BIN)/python benchmarks/pipeline.py
+	python benchmarks/audio.py
+	python benchmarks/detection.py
+	python benchmarks/video.py
+	python benchmarks/embeddings.py
+	python benchmarks/accuracy.py
+	python benchmarks/pipeline.py

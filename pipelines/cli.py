@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Optional
@@ -81,14 +82,14 @@ def extract(feature_set: Optional[str] = typer.Argument(None, help="feature set 
 @app.command()
 def train(params_file: Path = ParamsOpt) -> None:
     """Train the configured models on cached features (cross-validated + final fit)."""
-    from training.run import train_stage
+    from training.stages import train_stage
     train_stage(load_params(params_file))
 
 
 @app.command()
 def evaluate(params_file: Path = ParamsOpt) -> None:
     """Compute metrics and plot data from the training predictions."""
-    from training.run import evaluate_stage
+    from training.stages import evaluate_stage
     metrics = evaluate_stage(load_params(params_file))
     console.print_json(json.dumps(metrics, default=float))
 
@@ -191,7 +192,12 @@ class UserError(Exception):
 
 
 def main() -> None:
+    from rich.logging import RichHandler
+
     from pipelines.weights import WeightsUnavailable
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])
+    for noisy in ("ray", "apache_beam", "numba", "matplotlib", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         app(standalone_mode=False)
     except click.exceptions.Exit as e:
