@@ -24,7 +24,7 @@ venv: $(STAMP)
 
 demo: venv
 	dvc repro
-	dvc metrics show
+	aver metrics
 	@echo "HTML report: $(abspath runs/report/index.html)"
 
 test: venv

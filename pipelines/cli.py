@@ -19,7 +19,7 @@ corpus_app = typer.Typer(no_args_is_help=True, help="Declare and list corpora (p
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and verify the feature store.")
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(store_app, name="store")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)   # logs and CI: don't squeeze tables
 
 ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p", help="params file")
 
@@ -92,6 +92,20 @@ def evaluate(params_file: Path = ParamsOpt) -> None:
     from training.stages import evaluate_stage
     metrics = evaluate_stage(load_params(params_file))
     console.print_json(json.dumps(metrics, default=float))
+
+
+@app.command()
+def metrics(params_file: Path = ParamsOpt) -> None:
+    """Print the evaluate stage's metrics as a table (one row per model)."""
+    path = paths(load_params(params_file))["runs"] / "metrics.json"
+    if not path.exists():
+        raise UserError(f"{path} does not exist yet: run `dvc repro` (or `aver train && aver evaluate`)")
+    m = json.loads(path.read_text())
+    extra = sorted({k for v in m["models"].values() for k in v if k.startswith("uar_") and k != "uar_std"})
+    rows = [[name, f"{v['uar']:.3f} ± {v['uar_std']:.3f}", f"{v['wa']:.3f}", f"{v['f1']:.3f}",
+             *[f"{v[k]:.3f}" if k in v else "-" for k in extra]] for name, v in m["models"].items()]
+    _table(f"{m['split']} over {m['n_folds']} folds, {m['n_clips']} clips", ["model", "UAR", "WA", "macro-F1",
+           *[k.replace("uar_", "UAR ") for k in extra]], rows)
 
 
 @app.command()

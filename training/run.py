@@ -1,0 +1,268 @@
+"""The train + evaluate stage: every configured model on every speaker-independent fold, from the store only.
+
+`train_and_evaluate(cfg, store, out_dir)` takes the `train:` section of params.yaml (see docs/training.md) and
+writes into `out_dir`:
+  metrics.json            per model mean ± std over folds of WA / UAR / macro-F1, pooled metrics, robustness
+  folds.json              per fold: speakers, sizes, and every model's metrics per test variant
+  predictions.parquet     clip_id, corpus, speaker, fold, model, variant, true, pred, probs
+  regression.parquet      (when `regression:` is configured) clip_id, fold, model, target, true, pred
+  ledger.parquet          clips left out: no emotion label, or no features in any configured modality
+  plots/                  DVC plot data (training/plots.py)
+  models/<name>/          each model refitted on all clips, for prediction (training/models save_model)
+Training rows are the training clips in every `train_variants` variant; test rows are the test clips, clean, and
+in each `robustness_variants` variant for the robustness evaluation.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipelines.manifest import LEDGER_SCHEMA, ledger_row, to_table, write_atomic
+from training.data import Frame
+from training.metrics import ccc, classification, mean_std, summarize
+from training.models import build, build_regressor, model_modalities, save_model
+from training.plots import write_plots
+from training.splits import Fold, make_fold, make_folds, resolve_labels, select_labels, with_inner_validation
+
+log = logging.getLogger("aver.train")
+
+DEFAULTS = {
+    "corpora": ["emodb"],
+    "labels": "four_class",
+    "label_sets": {},
+    "split": {"kind": "loso"},
+    "class_weight": "balanced",
+    "train_variants": ["clean"],
+    "robustness_variants": [],
+    "modalities": {"audio": {"egemaps_functionals": ["*"]}},
+    "models": {"lgbm_audio": {}},
+    "regression": None,
+    "feature_sets": [],
+    "save_models": True,
+}
+
+
+def train_and_evaluate(cfg: dict, store, out_dir: Path) -> dict:
+    cfg = {**DEFAULTS, **cfg}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models_cfg = expand_members(cfg["models"])
+    test_variants = _unique(["clean", *cfg["robustness_variants"]])
+    train_variants = _unique(cfg["train_variants"])
+    df = store.load(feature_sets=sorted(needed_feature_sets(cfg)), corpora=list(cfg["corpora"]),
+                    variants=tuple(_unique(test_variants + train_variants)))
+    if df.empty:
+        raise ValueError(f"the store has no rows for corpora {cfg['corpora']}")
+    frame, clips, ledger = _labelled_frame(df, cfg)
+    folds = make_folds(clips, cfg["split"], _clip_labels(frame, clips))
+    log.info("%d clips, %d classes, %d folds (%s)", len(clips), len(frame.classes), len(folds),
+             cfg["split"].get("kind", "loso"))
+
+    preds, details, reg_rows = [], [], []
+    for fold in folds:
+        train, valid, tests = _fold_frames(frame, clips, fold, train_variants, test_variants)
+        detail = {"fold": fold.name, "train_speakers": sorted(fold.train_speakers),
+                  "test_speakers": sorted(fold.test_speakers), "valid_speakers": sorted(fold.valid_speakers),
+                  "n_train_rows": len(train), "n_test_clips": len(fold.test), "models": {}}
+        for name, params in models_cfg.items():
+            model = build(name, params, frame.classes)
+            model.fit(train, valid)
+            detail["models"][name] = {}
+            for variant, test in tests.items():
+                proba = model.predict_proba(test)
+                detail["models"][name][variant] = classification(test.y, proba.argmax(1), frame.classes)
+                preds.append(_prediction_rows(test, proba, fold.name, name, variant))
+            log.info("%s %s: UAR %.3f", fold.name, name, detail["models"][name]["clean"]["uar"])
+        if cfg["regression"]:
+            detail["regression"] = _regression_fold(cfg["regression"], train, valid, tests["clean"], fold, reg_rows)
+        details.append(detail)
+
+    predictions = pd.concat(preds, ignore_index=True)
+    pooled = {m: {v: pooled_metrics(rows, frame.classes) for v, rows in g.groupby("variant", sort=False)}
+              for m, g in predictions.groupby("model", sort=False)}
+    metrics = _metrics(cfg, frame, clips, folds, details, pooled, ledger)
+    _write_outputs(out_dir, metrics, details, predictions, reg_rows, ledger)
+    write_plots(predictions, pooled, out_dir)
+    if cfg["save_models"]:
+        _final_fit(cfg, frame, clips, models_cfg, train_variants, out_dir / "models")
+    return metrics
+
+
+# ---- configuration ---------------------------------------------------------------------------------------------
+def expand_members(models: dict) -> dict:
+    """Fusion `members` given as names of other configured models get those models' params."""
+    out = {}
+    for name, params in models.items():
+        params = dict(params or {})
+        if isinstance(params.get("members"), list):
+            params["members"] = dict(_member(m, models) for m in params["members"])
+        out[name] = params
+    return out
+
+
+def _member(member: str | dict, models: dict) -> tuple[str, dict]:
+    if isinstance(member, str):
+        return member, dict(models.get(member) or {})
+    (name, params), = member.items()
+    return name, dict(params or {})
+
+
+def needed_feature_sets(cfg: dict) -> set[str]:
+    """Feature sets named by the modalities, by any model's `features`/`feature_set(s)` params, or `feature_sets`."""
+    sets = {fs for spec in cfg["modalities"].values() for fs in spec} | set(cfg.get("feature_sets") or [])
+
+    def walk(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "features" and isinstance(v, dict):
+                    sets.update(fs for spec in v.values() if isinstance(spec, dict) for fs in spec)
+                elif k == "feature_set" and isinstance(v, str):
+                    sets.add(v)
+                elif k == "feature_sets" and isinstance(v, list):
+                    sets.update(v)
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(cfg["models"])
+    walk(cfg.get("regression") or {})
+    return sets
+
+
+def _unique(items) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+# ---- data ------------------------------------------------------------------------------------------------------
+def _labelled_frame(df: pd.DataFrame, cfg: dict) -> tuple[Frame, pd.DataFrame, list[dict]]:
+    """The frame of the chosen label set, its clip table (clean rows of usable clips) and ledger rows."""
+    clean = df[df["variant"] == "clean"]
+    ledger = [ledger_row(r.corpus, "", "train", "no_label", "the manifest has no emotion label for this clip",
+                         clip_id=r.clip_id, variant="clean") for r in clean[clean["emotion"].isna()].itertuples()]
+    classes = resolve_labels(cfg["labels"], clean["emotion"], cfg["label_sets"])
+    frame = Frame(select_labels(df, classes), classes, cfg["modalities"], cfg["class_weight"])
+    has_any = np.zeros(len(frame), bool)
+    for modality in cfg["modalities"]:
+        try:
+            has_any |= frame.available(frame.layout(modality))
+        except ValueError:          # a modality these corpora lack entirely: models needing it fail on their own
+            log.warning("no %s features in %s", modality, cfg["corpora"])
+    clean_rows = frame.variants == "clean"
+    for r in frame.df[clean_rows & ~has_any].itertuples():
+        ledger.append(ledger_row(r.corpus, "", "train", "no_features",
+                                 f"no values in any configured modality ({', '.join(cfg['modalities'])})",
+                                 clip_id=r.clip_id, variant="clean"))
+    clips = frame.df[clean_rows & has_any].drop_duplicates("clip_id").reset_index(drop=True)
+    if clips.empty:
+        raise ValueError(f"no labelled clips with features for classes {classes} in {cfg['corpora']}")
+    return frame, clips, ledger
+
+
+def _clip_labels(frame: Frame, clips: pd.DataFrame) -> np.ndarray:
+    index = {c: i for i, c in enumerate(frame.classes)}
+    return clips["emotion"].map(index).to_numpy(np.int64)
+
+
+def _rows(frame: Frame, clips: pd.DataFrame, positions: np.ndarray, variants: list[str]) -> Frame:
+    ids = set(clips["clip_id"].iloc[positions])
+    return frame.subset(frame.df["clip_id"].isin(ids).to_numpy() & np.isin(frame.variants, variants))
+
+
+def _fold_frames(frame: Frame, clips: pd.DataFrame, fold: Fold, train_variants, test_variants):
+    train = _rows(frame, clips, fold.train, train_variants)
+    valid = _rows(frame, clips, fold.valid, ["clean"]) if fold.valid is not None else None
+    tests = {v: _rows(frame, clips, fold.test, [v]) for v in test_variants}
+    return train, valid, tests
+
+
+def _prediction_rows(test: Frame, proba: np.ndarray, fold: str, model: str, variant: str) -> pd.DataFrame:
+    classes = np.asarray(test.classes)
+    return pd.DataFrame({"clip_id": test.clip_ids, "corpus": test.df["corpus"].to_numpy(),
+                         "speaker": test.speakers, "fold": fold, "model": model, "variant": variant,
+                         "true": classes[test.y], "pred": classes[proba.argmax(1)],
+                         "probs": [p.astype(np.float32) for p in proba]})
+
+
+def _regression_fold(rcfg: dict, train: Frame, valid: Frame | None, test: Frame, fold: Fold,
+                     rows: list[pd.DataFrame]) -> dict:
+    """CCC per target of each regressor on the fold's clean test clips that carry that target."""
+    targets = list(rcfg.get("targets", ["valence", "arousal"]))
+    targets = [t for t in targets if np.isfinite(train.target(t)).any() and np.isfinite(test.target(t)).any()]
+    if not targets:
+        return {"skipped": "no dimensional labels in this fold"}
+    out = {}
+    for name, params in (rcfg.get("models") or {"lgbm_reg_audio": {}}).items():
+        model = build_regressor(name, params, targets)
+        model.fit(train, valid)
+        pred = model.predict(test)
+        out[name] = {t: ccc(test.target(t), pred[:, i]) for i, t in enumerate(targets)}
+        for i, t in enumerate(targets):
+            rows.append(pd.DataFrame({"clip_id": test.clip_ids, "fold": fold.name, "model": name, "target": t,
+                                      "true": test.target(t), "pred": pred[:, i]}))
+    return out
+
+
+# ---- results ---------------------------------------------------------------------------------------------------
+def _metrics(cfg, frame: Frame, clips, folds, details, pooled, ledger) -> dict:
+    models = {}
+    for name, by_variant in pooled.items():
+        summaries = {v: summarize([d["models"][name][v] for d in details]) for v in by_variant}
+        models[name] = {**summaries["clean"], "pooled": {k: by_variant["clean"][k] for k in ("wa", "uar", "f1")},
+                        "robustness": {v: {"uar": summaries[v]["uar"], "wa": summaries[v]["wa"],
+                                           "pooled_uar": by_variant[v]["uar"]} for v in by_variant if v != "clean"}}
+    out = {"corpora": list(cfg["corpora"]), "split": cfg["split"].get("kind", "loso"), "classes": frame.classes,
+           "n_clips": int(len(clips)), "n_folds": len(folds), "train_variants": list(cfg["train_variants"]),
+           "n_excluded": len(ledger), "models": models}
+    if cfg["regression"]:
+        out["regression"] = _regression_summary(details)
+    return out
+
+
+def pooled_metrics(rows: pd.DataFrame, classes: list[str]) -> dict:
+    """Metrics over all folds' predictions together (one confusion matrix for the whole corpus)."""
+    index = {c: i for i, c in enumerate(classes)}
+    return classification(rows["true"].map(index).to_numpy(), rows["pred"].map(index).to_numpy(), classes)
+
+
+def _regression_summary(details: list[dict]) -> dict:
+    per_model: dict[str, dict[str, list[float]]] = {}
+    for d in details:
+        for name, scores in d.get("regression", {}).items():
+            if isinstance(scores, dict):
+                for t, v in scores.items():
+                    per_model.setdefault(name, {}).setdefault(t, []).append(v)
+    return {n: {t: {"ccc": mean_std(v)} for t, v in ts.items()} for n, ts in per_model.items()}
+
+
+def _write_outputs(out_dir: Path, metrics, details, predictions, reg_rows, ledger) -> None:
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "folds.json").write_text(json.dumps(details, indent=2))
+    write_atomic(pa.Table.from_pandas(predictions, preserve_index=False), out_dir / "predictions.parquet")
+    if reg_rows:
+        write_atomic(pa.Table.from_pandas(pd.concat(reg_rows, ignore_index=True), preserve_index=False),
+                     out_dir / "regression.parquet")
+    write_atomic(to_table(ledger, LEDGER_SCHEMA), out_dir / "ledger.parquet")
+
+
+def _final_fit(cfg, frame: Frame, clips: pd.DataFrame, models_cfg: dict, train_variants, model_dir: Path) -> None:
+    """Refit every model on all clips (inner validation as configured) and save it for prediction."""
+    speakers = clips["speaker"].astype(str).to_numpy()
+    everything = make_fold("final", speakers, np.arange(len(clips)), np.array([], int))
+    fold = with_inner_validation(everything, _clip_labels(frame, clips), speakers,
+                                 float(cfg["split"].get("inner_valid", 0) or 0), int(cfg["split"].get("seed", 0)))
+    train = _rows(frame, clips, fold.train, train_variants)
+    valid = _rows(frame, clips, fold.valid, ["clean"]) if fold.valid is not None else None
+    for name, params in models_cfg.items():
+        model = build(name, params, frame.classes)
+        model.fit(train, valid)
+        save_model(model, model_dir / name, {
+            "name": name, "classes": frame.classes, "params": params, "modalities": cfg["modalities"],
+            "model_modalities": list(model_modalities(model)), "class_weight": cfg["class_weight"],
+            "labels": cfg["labels"], "train_variants": list(train_variants), "n_clips": int(len(clips))})
+        log.info("saved final %s (%d rows)", name, len(train))
