@@ -116,6 +116,33 @@ def report(params_file: Path = ParamsOpt) -> None:
 
 
 @app.command()
+def pretrain(which: str = typer.Argument(..., help="face | speech"), params_file: Path = ParamsOpt) -> None:
+    """Train an emotion CNN on the declared pre-training speakers (params `pretrain:`), for the embedding extractors."""
+    from training.pretrain import pretrain_command
+    console.print(pretrain_command(which, params_file))
+
+
+@app.command()
+def predict(file: Path = typer.Argument(..., help="video or audio file"),
+            model: Optional[str] = typer.Option(None, help="model name, model folder or run folder"),
+            window: float = typer.Option(2.0, help="window length, seconds"),
+            hop: float = typer.Option(1.0, help="window hop, seconds"),
+            out: Optional[Path] = typer.Option(None, help="output folder (default <runs>/predict/<stem>)"),
+            plot: bool = typer.Option(False, help="also write a PNG of the timeline"),
+            params_file: Path = ParamsOpt) -> None:
+    """Emotion timeline of one file: the same extractors in-process, a trained model, CSV + JSON (+ PNG)."""
+    from pipelines.predict import PredictError, predict_file
+    try:
+        result = predict_file(file, model, load_params(params_file), window=window, hop=hop, out_dir=out, plot=plot)
+    except PredictError as e:
+        raise UserError(str(e)) from None
+    overall = result.get("overall", {})
+    console.print(f"{file}: {overall.get('label')} ({len(result.get('windows', []))} windows)")
+    for name, path in result.get("outputs", {}).items():
+        console.print(f"  {name}: {path}")
+
+
+@app.command()
 def demo(out: Path = typer.Option(Path("data/demo"), help="where to write the demo corpus"),
          seed: int = typer.Option(0), params_file: Path = ParamsOpt) -> None:
     """Generate the embedded synthetic talking-face demo corpus."""

@@ -1,0 +1,306 @@
+"""`aver predict FILE`: emotion over time in one video or audio file, with a model saved by the train stage.
+
+The file is cut into windows (`window` s long, one every `hop` s). Each window is a work item (a manifest-like row
+with `start`/`end`) that goes through the SAME extractors as the corpus pipeline, built from the params.yaml
+`features:` entries of the feature sets the model reads (plus their upstream sets, e.g. `faces` for
+`fer_embedding`), in-process. The rows are laid out like `FeatureStore.load` (`<feature set>.<column>`) and the
+model gives class probabilities per window from the modalities the file has. A window where an extractor fails
+(no face, silence) keeps its other modality and lists the failure with its ledger reason.
+
+Outputs in `out_dir`: `<stem>.timeline.csv`, `<stem>.timeline.json` and, with `plot`, `<stem>.timeline.png`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipelines.config import feature_config, paths
+from pipelines.extractor import Extractor, build, failure, full_schema
+from pipelines.probe import ProbeError, probe, segment_hash
+from pipelines.store import KEY, LABEL_COLUMNS
+from training.data import Frame
+from training.models import load_model
+from training.run import needed_feature_sets
+
+MODALITIES = ("audio", "video")
+PREFERRED_MODEL = "vavl"        # trained with modality dropout: answers audio-only, video-only and audio-visual
+CORPUS = "predict"
+
+
+class PredictError(Exception):
+    """A reason `aver predict` cannot run, as one line for the user (no traceback)."""
+
+
+@dataclass
+class SavedModel:
+    name: str
+    directory: Path
+    info: dict                  # model.json written by training.models.save_model
+    uar: float | None           # mean cross-validated UAR from the run's metrics.json
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.info.get("model_modalities") or MODALITIES)
+
+
+# ---- which model ----------------------------------------------------------------------------------------------
+def load_saved(directory: Path) -> SavedModel:
+    """A model folder `<run>/models/<name>/` with its UAR from `<run>/metrics.json` (when present)."""
+    directory = Path(directory)
+    metrics_path = directory.parent.parent / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    uar = ((metrics.get("models") or {}).get(directory.name) or {}).get("uar") or {}
+    return SavedModel(directory.name, directory, json.loads((directory / "model.json").read_text()), uar.get("mean"))
+
+
+def saved_models(root: Path) -> list[SavedModel]:
+    """Every model saved under `root` (`<run>/models/<name>/model.json`), newest first."""
+    infos = sorted(Path(root).rglob("models/*/model.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return [load_saved(p.parent) for p in infos]
+
+
+def choose_model(spec: str | Path | None, runs: Path, available: tuple[str, ...]) -> SavedModel:
+    """`spec`: a model folder, a run folder, a model name, or None. A run (or None: the newest run under `runs`)
+    gives its `vavl` model, else its best model by UAR among those that read a modality the file has."""
+    if spec is not None and (Path(spec) / "model.json").exists():
+        return load_saved(Path(spec))
+    is_dir = spec is not None and Path(spec).is_dir()
+    root = Path(spec) if is_dir else Path(runs)
+    models = saved_models(root) if root.is_dir() else []
+    if spec is not None and not is_dir:
+        named = [m for m in models if m.name == str(spec)]
+        if not named:
+            raise PredictError(f"no saved model named {str(spec)!r} under {root} "
+                               f"(have: {', '.join(sorted({m.name for m in models})) or 'none'})")
+        return named[0]
+    if not models:
+        raise PredictError(f"no trained model under {root}: run `aver train` first, or pass --model DIR")
+    newest_run = models[0].directory.parent
+    usable = [m for m in models if m.directory.parent == newest_run and set(m.modalities) & set(available)]
+    if not usable:
+        raise PredictError(f"no model in {newest_run} reads {' or '.join(available)}, the file's modalities")
+    preferred = [m for m in usable if m.name == PREFERRED_MODEL]
+    return preferred[0] if preferred else max(usable, key=lambda m: -math.inf if m.uar is None else m.uar)
+
+
+# ---- which features ---------------------------------------------------------------------------------------------
+def feature_plan(saved: SavedModel, params: dict, available: tuple[str, ...]) -> dict[str, Extractor]:
+    """Feature set -> built extractor, upstream sets first, for the model's modalities that the file has.
+
+    The sets are those the train stage loads for the model (`needed_feature_sets`): its modalities' entries of
+    `train.modalities` and every feature set named in its params."""
+    info = saved.info
+    used = set(saved.modalities) & set(available)
+    cfg = {"modalities": {m: spec for m, spec in (info.get("modalities") or {}).items() if m in used},
+           "models": {saved.name: info.get("params") or {}}, "feature_sets": [], "regression": None}
+    plan: dict[str, Extractor] = {}
+
+    def add(feature_set: str, wanted_by: str) -> None:
+        if feature_set in plan:
+            return
+        try:
+            fcfg = feature_config(params, feature_set)
+        except KeyError:
+            raise PredictError(f"{wanted_by} reads feature set {feature_set!r}, which params.yaml does not declare "
+                               "under features:") from None
+        extractor = build(fcfg["extractor"], dict(fcfg["params"]))
+        if extractor.modality not in used:
+            return
+        for upstream in extractor.requires:
+            add(upstream, f"feature set {feature_set!r}")
+        plan[feature_set] = extractor
+
+    for feature_set in sorted(needed_feature_sets(cfg)):
+        add(feature_set, f"model {saved.name!r}")
+    if not plan:
+        raise PredictError(f"model {saved.name!r} reads no feature set of the file's modalities "
+                           f"({', '.join(available)})")
+    return plan
+
+
+# ---- windows ------------------------------------------------------------------------------------------------------
+def windows(duration: float, window: float, hop: float) -> list[tuple[float, float]]:
+    """[start, end) spans every `hop` s covering the file; the last one ends at the end of the file."""
+    if not (window > 0 and hop > 0):
+        raise PredictError(f"window and hop must be positive seconds (got {window}, {hop})")
+    n = max(1, math.ceil(round((duration - window) / hop, 9)) + 1)
+    return [(round(k * hop, 6), round(min(k * hop + window, duration), 6)) for k in range(n)]
+
+
+def window_items(path: Path, facts: dict, spans: list[tuple[float, float]]) -> list[dict]:
+    """One work item per window, shaped like the planner's (a manifest row + abspath, variant, inputs)."""
+    items = []
+    for start, end in spans:
+        items.append({
+            **{k: v for k, v in facts.items() if k != "notes"},
+            "clip_id": f"{CORPUS}/{path.stem}@{start:.3f}", "corpus": CORPUS, "path": path.name,
+            "speaker": f"{CORPUS}/{path.stem}", "emotion": None, "emotion_orig": None, "split": None,
+            "valence": None, "arousal": None, "dominance": None, "start": start, "end": end,
+            "duration": end - start, "content_hash": segment_hash(facts["content_hash"], start, end),
+            "abspath": str(path), "variant": "clean", "augment": {}, "peers": [], "inputs": {},
+        })
+    return items
+
+
+def extract(plan: dict[str, Extractor], items: list[dict]) -> tuple[dict[str, list[dict]], list[dict]]:
+    """Run each extractor on the windows it can take: (feature set -> rows, ledger rows of failed windows)."""
+    rows: dict[str, list[dict]] = {}
+    failures: list[dict] = []
+    for feature_set, extractor in plan.items():
+        extractor.setup()
+        upstream = {fs: {r["clip_id"]: r for r in rows[fs]} for fs in extractor.requires}
+        ready = []
+        for item in items:
+            missing = [fs for fs, by_clip in upstream.items() if item["clip_id"] not in by_clip]
+            if missing:
+                failures.append(failure(item, feature_set, f"missing_input:{missing[0]}",
+                                        f"no {missing[0]} row for this window"))
+            else:
+                ready.append({**item, "inputs": {fs: by_clip[item["clip_id"]] for fs, by_clip in upstream.items()}})
+        result = extractor.process(ready) if ready else None
+        rows[feature_set] = result.rows if result else []
+        failures += [{**f, "stage": feature_set} for f in (result.failures if result else [])]
+    return rows, failures
+
+
+def store_layout(items: list[dict], plan: dict[str, Extractor], rows: dict[str, list[dict]]) -> pd.DataFrame:
+    """The windows as `FeatureStore.load` lays out clips: label columns + `<feature set>.<column>` (nulls where a
+    window has no row)."""
+    base = pd.DataFrame([{c: item.get(c) for c in LABEL_COLUMNS} | {"variant": "clean"} for item in items])
+    for feature_set, extractor in plan.items():
+        if not rows[feature_set]:
+            continue
+        feats = pa.Table.from_pylist(rows[feature_set], schema=full_schema(extractor)).to_pandas()
+        feats = feats.drop(columns="content_hash")
+        feats = feats.rename(columns={c: f"{feature_set}.{c}" for c in feats.columns if c not in KEY})
+        base = base.merge(feats, on=KEY, how="left")
+    return base
+
+
+# ---- the timeline -------------------------------------------------------------------------------------------------
+def face_box(row: dict | None) -> tuple[list[float] | None, float | None]:
+    """Median box [x1, y1, x2, y2] (frame pixels) of the window's main face, and the share of frames it is in."""
+    if row is None:
+        return None, 0.0
+    boxes = np.asarray(row["boxes"], np.float32).reshape(-1, 4)
+    found = np.asarray(row["face_found"], bool)
+    if not found.any():
+        return None, 0.0
+    return [round(float(v), 1) for v in np.median(boxes[found], axis=0)], float(found.mean())
+
+
+def predict_file(path: str | Path, model_dir: str | Path | None = None, params: dict | None = None,
+                 window: float = 2.0, hop: float = 1.0, out_dir: str | Path | None = None,
+                 plot: bool = False) -> dict:
+    """Timeline of class probabilities of one media file; writes CSV + JSON (+ PNG) and returns the JSON content.
+
+    `model_dir`: a saved model folder, a run folder, a model name, or None (see `choose_model`). Raises
+    `PredictError` (one line) for unreadable files, missing models or feature sets.
+    """
+    params = params or {}
+    path = Path(path)
+    try:
+        facts = probe(path)
+    except ProbeError as e:
+        detail = f" ({e.detail.splitlines()[0]})" if e.detail else ""
+        raise PredictError(f"cannot use {path}: {e.reason}{detail}") from None
+    available = tuple(m for m in MODALITIES if facts[f"has_{m}"])
+    if not facts["duration"]:
+        raise PredictError(f"cannot use {path}: its duration is unknown")
+    saved = choose_model(model_dir, paths(params)["runs"], available)
+    used = tuple(m for m in saved.modalities if m in available)
+    if not used:
+        raise PredictError(f"model {saved.name!r} reads {' and '.join(saved.modalities)}; {path.name} has only "
+                           f"{' and '.join(available)}")
+    plan = feature_plan(saved, params, used)
+    items = window_items(path.resolve(), facts, windows(float(facts["duration"]), window, hop))
+    rows, failures = extract(plan, items)
+
+    by_modality = {m: [fs for fs, ex in plan.items() if ex.modality == m] for m in used}
+    have = {fs: {r["clip_id"] for r in rows[fs]} for fs in plan}
+    window_modalities = [[m for m in used if all(item["clip_id"] in have[fs] for fs in by_modality[m])]
+                         for item in items]
+    if not any(window_modalities):
+        reasons = sorted({f"{f['stage']}: {f['reason']}" for f in failures})
+        raise PredictError(f"no features could be computed for {path.name} ({'; '.join(reasons)})")
+
+    classes = list(saved.info["classes"])
+    frame = Frame(store_layout(items, plan, rows), classes, saved.info.get("modalities") or {}, None)
+    proba = np.asarray(load_model(saved.directory).predict_proba(frame, modalities=used), np.float64)
+    faces = {r["clip_id"]: r for r in rows.get("faces", [])}
+    timeline = []
+    for item, p, mods in zip(items, proba, window_modalities):
+        box, fraction = face_box(faces.get(item["clip_id"])) if "faces" in plan else (None, None)
+        timeline.append({
+            "start": item["start"], "end": item["end"], "label": classes[int(p.argmax())],
+            "confidence": float(p.max()), "probs": dict(zip(classes, map(float, p))), "modalities": mods,
+            "face_box": box, "face_fraction": fraction,
+            "failures": [{"feature_set": f["stage"], "reason": f["reason"], "detail": f["detail"].splitlines()[0]}
+                         for f in failures if f["clip_id"] == item["clip_id"]],
+        })
+    lengths = np.array([t["end"] - t["start"] for t in timeline])
+    overall = (proba * lengths[:, None]).sum(0) / lengths.sum()
+    result = {
+        "file": str(path.resolve()), "duration": float(facts["duration"]), "file_modalities": list(available),
+        "modalities_used": list(used),
+        "model": {"name": saved.name, "dir": str(saved.directory), "classes": classes,
+                  "model_modalities": list(saved.modalities), "cv_uar": saved.uar},
+        "feature_sets": {fs: ex.kind for fs, ex in plan.items()}, "window": window, "hop": hop,
+        "overall": {"label": classes[int(overall.argmax())], "probs": dict(zip(classes, map(float, overall)))},
+        "windows": timeline,
+    }
+    out_dir = Path(out_dir) if out_dir is not None else paths(params)["runs"] / "predict" / path.stem
+    result["outputs"] = write_outputs(result, out_dir, path.stem, plot)
+    return result
+
+
+# ---- outputs ------------------------------------------------------------------------------------------------------
+def write_outputs(result: dict, out_dir: Path, stem: str, plot: bool) -> dict[str, str]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes = result["model"]["classes"]
+    csv_path, json_path = out_dir / f"{stem}.timeline.csv", out_dir / f"{stem}.timeline.json"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["start", "end", "label", "confidence", *(f"p_{c}" for c in classes), "modalities",
+                         "face_x1", "face_y1", "face_x2", "face_y2", "face_fraction", "failures"])
+        for t in result["windows"]:
+            box = t["face_box"] or [None] * 4
+            writer.writerow([f"{t['start']:.3f}", f"{t['end']:.3f}", t["label"], f"{t['confidence']:.4f}",
+                             *(f"{t['probs'][c]:.4f}" for c in classes), "+".join(t["modalities"]),
+                             *("" if v is None else v for v in box),
+                             "" if t["face_fraction"] is None else f"{t['face_fraction']:.3f}",
+                             "; ".join(f"{x['feature_set']}:{x['reason']}" for x in t["failures"])])
+    outputs = {"csv": str(csv_path), "json": str(json_path)}
+    if plot:
+        outputs["png"] = str(plot_timeline(result, out_dir / f"{stem}.timeline.png"))
+    json_path.write_text(json.dumps({**result, "outputs": outputs}, indent=2))
+    return outputs
+
+
+def plot_timeline(result: dict, path: Path) -> Path:
+    """Class probabilities over time (window centres), the predicted label of each window shaded underneath."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    classes, timeline = result["model"]["classes"], result["windows"]
+    centres = [(t["start"] + t["end"]) / 2 for t in timeline]
+    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(classes)}
+    fig, ax = plt.subplots(figsize=(10, 4), constrained_layout=True)
+    for c in classes:
+        ax.plot(centres, [t["probs"][c] for t in timeline], marker="o", color=colours[c], label=c)
+    for t, centre in zip(timeline, centres):
+        half = (t["end"] - t["start"]) / 2 if len(timeline) == 1 else result["hop"] / 2
+        ax.axvspan(centre - half, centre + half, ymin=0, ymax=0.04, color=colours[t["label"]], lw=0)
+    ax.set(xlim=(0, result["duration"]), ylim=(0, 1), xlabel="time (s, window centre)", ylabel="probability",
+           title=f"{Path(result['file']).name}: {result['model']['name']} on {' + '.join(result['modalities_used'])}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
