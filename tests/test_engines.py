@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import ray
 import yaml
 
 from pipelines.ingest import ingest
@@ -82,6 +83,7 @@ def test_engines_give_identical_rows(corpus):
         s = run_extraction(p, FS, "emo", progress=False)
         assert s.extracted == 16, engine
         results[engine] = _rows(p)
+    ray.shutdown()   # the local Ray instance must not outlive the test (the cluster test stops every Ray process)
     assert results["local"] == results["ray"] == results["beam"]
     meta = FeatureStore(tmp / "store_beam", params["paths"]["manifests"]).info(FS, "emo")
     assert meta["kind"] == "opensmile" and meta["rows"] == 16
@@ -124,7 +126,8 @@ def test_sigkill_mid_run_resumes_with_every_row_once(corpus):
 @pytest.mark.cluster
 def test_two_node_ray_cluster(corpus):
     tmp, _, params = corpus
-    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    ray.shutdown()
+    ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent))
     # Ray rewrites 127.0.0.1 to the host's network address; 127.0.0.2 keeps the whole cluster on loopback.
     head = "127.0.0.2:6391"
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "disabled"}
@@ -132,7 +135,7 @@ def test_two_node_ray_cluster(corpus):
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's unix socket paths must fit 107 bytes
 
     def ray_cli(*args):
-        done = subprocess.run([ray, *args, *common], env=env, capture_output=True, text=True)
+        done = subprocess.run([ray_bin, *args, *common], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     try:
@@ -154,5 +157,5 @@ def test_two_node_ray_cluster(corpus):
         run_extraction(ref, FS, "emo", progress=False)
         assert _rows(p) == _rows(ref)
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
         shutil.rmtree(temp_dir, ignore_errors=True)

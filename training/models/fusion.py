@@ -27,9 +27,9 @@ from training.models.tabular import full_proba
 def _members(spec, classes: list[str]) -> list[EmotionModel]:
     if not spec:
         raise ValueError("fusion needs `members`: a list of model names or {name: params}")
-    items = spec.items() if isinstance(spec, dict) else [(m, {}) if isinstance(m, str) else next(iter(m.items()))
-                                                         for m in spec]
-    return [build(name, params, classes) for name, params in items]
+    if isinstance(spec, list):
+        spec = dict((m, {}) if isinstance(m, str) else next(iter(m.items())) for m in spec)
+    return [build(name, params, classes) for name, params in spec.items()]
 
 
 def _usable(member: EmotionModel, modalities: tuple[str, ...]) -> bool:
