@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import re
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -136,8 +137,19 @@ def limit_threads(resources: Resources) -> None:
     torch.set_num_threads(max(1, int(resources.num_cpus)))
 
 
-def build(kind: str, params: dict | None = None) -> Extractor:
+def extractor_class(kind: str) -> type:
     if kind not in REGISTRY:
         raise KeyError(f"unknown extractor {kind!r}; known: {sorted(REGISTRY)}")
     module, cls = REGISTRY[kind].split(":")
-    return getattr(importlib.import_module(module), cls)(**(params or {}))
+    return getattr(importlib.import_module(module), cls)
+
+
+def build(kind: str, params: dict | None = None) -> Extractor:
+    return extractor_class(kind)(**(params or {}))
+
+
+def variant_modality(variant: str) -> str | None:
+    """Which modality a variant perturbs: audio noise variants are `<noise>_snr<dB>`, the rest are video."""
+    if variant == "clean":
+        return None
+    return "audio" if re.fullmatch(r"[a-z]+_snr-?\d+(\.\d+)?", variant) else "video"

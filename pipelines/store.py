@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.extractor import extractor_class, variant_modality
 from pipelines.manifest import LEDGER_SCHEMA, now, read_manifest, to_table, write_atomic
 
 KEY = ["clip_id", "variant"]
@@ -48,13 +49,15 @@ class VerifyReport:
         return not self.problems
 
 
-def _with_clean_fallback(feats: pd.DataFrame, variants: tuple[str, ...]) -> pd.DataFrame:
-    """Rows of the requested variants; a clip lacking a variant is represented by its clean row."""
+def _with_clean_fallback(feats: pd.DataFrame, variants: tuple[str, ...], modality: str | None) -> pd.DataFrame:
+    """Rows of the requested variants. A variant perturbing another modality (noisy audio, for a face feature set)
+    is represented by the clean row; a variant of this feature set's own modality that was not extracted stays
+    missing, so robustness results never silently reuse clean features."""
     have = set(zip(feats["clip_id"], feats["variant"]))
     clean = feats[feats["variant"] == "clean"]
     filled = [feats[feats["variant"].isin(variants)]]
     for v in variants:
-        if v != "clean":
+        if v != "clean" and variant_modality(v) != modality:
             lacking = [(c, v) not in have for c in clean["clip_id"]]
             filled.append(clean[lacking].assign(variant=v))
     return pd.concat(filled, ignore_index=True)
@@ -182,9 +185,9 @@ class FeatureStore:
              columns: dict[str, list[str]] | None = None) -> pd.DataFrame:
         """Feature sets joined on (clip_id, variant) with the manifest's label columns.
 
-        One row per (clip, requested variant) of the manifests. A feature set lacking a variant contributes its
-        clean row (a noisy-audio variant keeps clean video); a clip missing from a feature set gets nulls there
-        (missing modality). `columns` optionally restricts each feature set to some columns.
+        One row per (clip, requested variant) of the manifests. A variant of the other modality contributes this
+        feature set's clean row (a noisy-audio variant keeps clean video); a clip or variant missing from a feature
+        set gets nulls there (missing modality). `columns` optionally restricts each feature set to some columns.
         """
         frames = []
         for corpus in corpora:
@@ -195,7 +198,8 @@ class FeatureStore:
                 feats = self.read(fs, corpus, columns=cols).to_pandas()
                 if feats.empty:
                     continue
-                feats = _with_clean_fallback(feats.drop(columns="content_hash", errors="ignore"), variants)
+                modality = extractor_class(self.info(fs, corpus)["kind"]).modality
+                feats = _with_clean_fallback(feats.drop(columns="content_hash", errors="ignore"), variants, modality)
                 feats = feats.rename(columns={c: f"{fs}.{c}" for c in feats.columns if c not in KEY})
                 base = base.merge(feats, on=KEY, how="left")
             frames.append(base)

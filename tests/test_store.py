@@ -1,0 +1,45 @@
+"""Store reader: join on (clip_id, variant), variant fallback by modality, missing modality as nulls."""
+import hashlib
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.extractor import variant_modality
+from pipelines.manifest import MANIFEST_SCHEMA, to_table
+from pipelines.store import FeatureStore
+
+
+def _store(tmp_path) -> FeatureStore:
+    rows = [{"clip_id": f"c/{i}", "corpus": "c", "path": f"{i}.mp4", "speaker": f"c/s{i % 2}", "emotion": "sad",
+             "has_audio": True, "has_video": True, "content_hash": hashlib.sha256(bytes([i])).hexdigest()}
+            for i in range(3)]
+    table = to_table(rows, MANIFEST_SCHEMA)
+    (tmp_path / "m").mkdir()
+    pq.write_table(table.replace_schema_metadata({b"aver.root": str(tmp_path).encode()}), tmp_path / "m" / "c.parquet")
+    store = FeatureStore(tmp_path / "s", tmp_path / "m")
+
+    def part(fs, kind, keys, value):
+        store.write_part(fs, "c", pa.table({"clip_id": [k[0] for k in keys], "variant": [k[1] for k in keys],
+                                            "content_hash": ["h"] * len(keys), "x": [value] * len(keys)}),
+                         {"kind": kind, "fingerprint": "f"})
+    part("audio", "logmel", [("c/0", "clean"), ("c/1", "clean"), ("c/0", "white_snr5")], 1.0)
+    part("video", "faces", [("c/0", "clean"), ("c/1", "clean"), ("c/0", "blur")], 2.0)
+    return store
+
+
+def test_variant_modality_names():
+    assert variant_modality("clean") is None
+    assert variant_modality("white_snr5") == variant_modality("babble_snr-5") == "audio"
+    assert variant_modality("blur") == variant_modality("jpeg") == "video"
+
+
+def test_load_falls_back_to_clean_only_across_modalities(tmp_path):
+    df = _store(tmp_path).load(["audio", "video"], ["c"], ("clean", "white_snr5", "blur")).set_index(
+        ["clip_id", "variant"])
+    assert len(df) == 9                                     # every manifest clip x requested variant
+    assert df.loc[("c/0", "white_snr5"), "video.x"] == 2.0   # noisy audio keeps clean video
+    assert df.loc[("c/1", "white_snr5"), "audio.x"] != df.loc[("c/1", "white_snr5"), "audio.x"]  # not extracted: NaN
+    assert df.loc[("c/1", "blur"), "audio.x"] == 1.0         # blurred video keeps clean audio
+    assert df.loc[("c/1", "blur"), "video.x"] != df.loc[("c/1", "blur"), "video.x"]
+    assert df.loc[("c/2", "clean")][["audio.x", "video.x"]].isna().all()   # missing clip: nulls, row kept
+    assert df.loc[("c/0", "clean"), "speaker"] == "c/s0"
