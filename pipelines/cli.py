@@ -47,7 +47,8 @@ def ingest(corpora: list[str] = typer.Argument(None, help="corpus names (default
 
 
 def _extract_targets(params: dict, feature_set: str | None, corpora: list[str] | None) -> list[tuple[str, str]]:
-    entries = {**params.get("extract", {}), **params.get("embed", {})}   # embed entries come after their input
+    # embed entries come after their input
+    entries = {**params.get("extract", {}), **params.get("embed", {}), **params.get("embed_trained", {})}
     targets = [(t["feature_set"], t["corpus"]) for t in entries.values()]
     if feature_set:
         targets = [t for t in targets if t[0] == feature_set] or [(feature_set, c) for c in corpora or []]

@@ -44,6 +44,7 @@ DEFAULTS = {
     "regression": None,
     "feature_sets": [],
     "save_models": True,
+    "exclude_speakers": [],     # e.g. the pre-training speakers of in-pipeline embedders (training/pretrain.py)
 }
 
 
@@ -56,6 +57,7 @@ def train_and_evaluate(cfg: dict, store, out_dir: Path) -> dict:
     train_variants = _unique(cfg["train_variants"])
     df = store.load(feature_sets=sorted(needed_feature_sets(cfg)), corpora=list(cfg["corpora"]),
                     variants=tuple(_unique(test_variants + train_variants)))
+    df = df[~df["speaker"].isin(cfg["exclude_speakers"])]
     if df.empty:
         raise ValueError(f"the store has no rows for corpora {cfg['corpora']}")
     frame, clips, ledger = _labelled_frame(df, cfg)
