@@ -15,7 +15,6 @@ the two embedding extractors (features/face_emotion_embedding.py, features/speec
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from torch import nn
 
 from features.alignment import decode_image
 from pipelines.extractor import BaseExtractor, ClipError
+from pipelines.weights import sha256_of
 
 WEIGHTS_FILE = "weights.pt"
 INFO_FILE = "checkpoint.json"
@@ -161,21 +161,13 @@ def window_mask(lengths: np.ndarray, window: int) -> torch.Tensor:
 
 
 # ---- checkpoints --------------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_checkpoint(out_dir: Path, net: nn.Module, info: dict) -> Path:
     """Write weights.pt + checkpoint.json into `out_dir`, replacing it whole (a killed run leaves the old one)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     torch.save(net.state_dict(), tmp / WEIGHTS_FILE)
-    info = {**info, "fingerprint": sha256_file(tmp / WEIGHTS_FILE)}
+    info = {**info, "fingerprint": sha256_of(tmp / WEIGHTS_FILE)}
     (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
     os.chmod(tmp, 0o755)
     if out_dir.exists():
@@ -192,7 +184,7 @@ def read_checkpoint_info(directory: Path, net: str | None = None) -> dict:
         raise FileNotFoundError(f"no checkpoint at {directory} (needs {INFO_FILE} and {WEIGHTS_FILE}): "
                                 f"run `aver pretrain {net or 'face|speech'}` first")
     info = json.loads(info_path.read_text())
-    if sha256_file(weights) != info.get("fingerprint"):
+    if sha256_of(weights) != info.get("fingerprint"):
         raise ValueError(f"{weights} does not match the fingerprint in {info_path}: the checkpoint is "
                          "incomplete or was modified; re-run the pre-training")
     if net is not None and info["arch"]["net"] != net:
