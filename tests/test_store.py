@@ -43,3 +43,11 @@ def test_load_falls_back_to_clean_only_across_modalities(tmp_path):
     assert df.loc[("c/1", "blur"), "video.x"] != df.loc[("c/1", "blur"), "video.x"]
     assert df.loc[("c/2", "clean")][["audio.x", "video.x"]].isna().all()   # missing clip: nulls, row kept
     assert df.loc[("c/0", "clean"), "speaker"] == "c/s0"
+
+
+def test_feature_sets_of_unregistered_extractors_always_fall_back(tmp_path):
+    store = _store(tmp_path)
+    store.write_part("other", "c", pa.table({"clip_id": ["c/0"], "variant": ["clean"], "content_hash": ["h"],
+                                             "y": [3.0]}), {"kind": "external_tool", "fingerprint": "f"})
+    df = store.load(["other"], ["c"], ("clean", "white_snr5")).set_index(["clip_id", "variant"])
+    assert df.loc[("c/0", "white_snr5"), "other.y"] == 3.0
