@@ -71,6 +71,7 @@ SYN_CFG = {
     "corpora": ["syn"], "labels": "four_class", "split": {"kind": "loso"},
     "modalities": {"audio": {"synth_audio": ["*"]}, "video": {"synth_video": ["stat_*", "emb_mean"]}},
     "robustness_variants": ["white_snr5"],
+    "missing_modality": ["fusion_avg"],
     "models": {"lgbm_audio": FAST, "lgbm_video": FAST, "lgbm_concat": FAST,
                "fusion_avg": {"members": ["lgbm_audio", "lgbm_video"], "weights": "tune"},
                "fusion_stack": {"members": ["lgbm_audio", "lgbm_video"]}},
@@ -137,6 +138,10 @@ def test_models_beat_chance_and_fusion_helps(synthetic_run):
     assert max(uar["fusion_avg"], uar["fusion_stack"]) > max(uar["lgbm_audio"], uar["lgbm_video"]), uar
     noisy = metrics["models"]["lgbm_audio"]["robustness"]["white_snr5"]["uar"]["mean"]
     assert noisy < uar["lgbm_audio"]                                      # noisier test audio hurts
+    fused = metrics["models"]["fusion_avg"]["robustness"]         # one fitted model, one modality removed
+    assert fused["audio_only"]["uar"]["mean"] == pytest.approx(uar["lgbm_audio"], abs=0.1)
+    assert fused["video_only"]["uar"]["mean"] < uar["fusion_avg"]
+    assert "audio_only" not in metrics["models"]["lgbm_audio"]["robustness"]
     ccc = metrics["regression"]["lgbm_reg_concat"]
     assert ccc["valence"]["ccc"]["mean"] > 0.5 and ccc["arousal"]["ccc"]["mean"] > 0.5, ccc
 
@@ -161,7 +166,7 @@ def test_outputs(synthetic_run):
     recall = pd.read_csv(out / "plots/recall/lgbm_video.csv")
     assert recall["class"].tolist() == CLASSES and recall["recall"].between(0, 1).all()
     robust = pd.read_csv(out / "plots/robustness.csv")
-    assert set(robust["variant"]) == {"clean", "white_snr5"} and len(robust) == 10
+    assert set(robust["variant"]) == {"clean", "white_snr5", "audio_only", "video_only"} and len(robust) == 12
     # the saved final models predict from the store alone
     df = store.load(["synth_audio", "synth_video"], ["syn"], ("clean",))
     frame = Frame(df[df["emotion"].notna()], CLASSES, SYN_CFG["modalities"])

@@ -25,7 +25,7 @@ import pyarrow as pa
 from pipelines.manifest import LEDGER_SCHEMA, ledger_row, to_table, write_atomic
 from training.data import Frame
 from training.metrics import ccc, classification, mean_std, summarize
-from training.models import build, build_regressor, model_modalities, save_model
+from training.models import MODALITIES, build, build_regressor, model_modalities, save_model
 from training.plots import write_plots
 from training.splits import Fold, make_fold, make_folds, resolve_labels, select_labels, with_inner_validation
 
@@ -44,7 +44,8 @@ DEFAULTS = {
     "regression": None,
     "feature_sets": [],
     "save_models": True,
-    "exclude_speakers": [],     # e.g. the pre-training speakers of in-pipeline embedders (training/pretrain.py)
+    "exclude_speakers": [],
+    "missing_modality": [],     # models also evaluated audio-only and video-only (e.g. vavl, fusion_avg)     # e.g. the pre-training speakers of in-pipeline embedders (training/pretrain.py)
 }
 
 
@@ -75,8 +76,11 @@ def train_and_evaluate(cfg: dict, store, out_dir: Path) -> dict:
             model = build(name, params, frame.classes)
             model.fit(train, valid)
             detail["models"][name] = {}
-            for variant, test in tests.items():
-                proba = model.predict_proba(test)
+            # Missing-modality evaluation: the same fitted model on clean tests with one modality removed.
+            conditions = [(v, t, MODALITIES) for v, t in tests.items()] + \
+                [(f"{m}_only", tests["clean"], (m,)) for m in MODALITIES if name in cfg["missing_modality"]]
+            for variant, test, modalities in conditions:
+                proba = model.predict_proba(test, modalities=modalities)
                 detail["models"][name][variant] = classification(test.y, proba.argmax(1), frame.classes)
                 preds.append(_prediction_rows(test, proba, fold.name, name, variant))
             log.info("%s %s: UAR %.3f", fold.name, name, detail["models"][name]["clean"]["uar"])
