@@ -9,6 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pipelines.extractor import ClipError
+
 # ArcFace / insightface template for a 112x112 crop: image-left eye, image-right eye, nose tip, mouth corners.
 ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                         [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
@@ -64,3 +66,23 @@ def decode_image(data: bytes) -> np.ndarray:
     if bgr is None:
         raise ValueError("not a PNG/JPEG image")
     return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def face_crops(crops, times, found, convert) -> tuple[np.ndarray, list[float]]:
+    """Crops of a `faces` row where a face was found, each through `convert(encoded) -> array | None`, and their
+    frame times; a row whose lists disagree, an undecodable crop, or no face at all is a `ClipError`."""
+    if not (len(crops) == len(times) == len(found)):
+        raise ClipError("bad_input", f"faces row has {len(crops)} crops, {len(times)} frame_times and "
+                                     f"{len(found)} face_found values")
+    faces, face_times = [], []
+    for i, (crop, t, ok) in enumerate(zip(crops, times, found)):
+        if not ok or crop is None or len(crop) == 0:
+            continue
+        face = convert(bytes(crop))
+        if face is None:
+            raise ClipError("bad_face_crop", f"face crop of frame {i} (t={t:.3f} s) is not a decodable image")
+        faces.append(face)
+        face_times.append(float(t))
+    if not faces:
+        raise ClipError("no_face_crops", f"none of the {len(crops)} sampled frames has a face crop")
+    return np.stack(faces), face_times

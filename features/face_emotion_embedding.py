@@ -11,8 +11,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from features.alignment import face_crops
 from features.emotion_cnn import CheckpointEmbedding, column, face_array, upstream_row
-from pipelines.extractor import ClipError
 
 
 class FaceEmotionEmbedding(CheckpointEmbedding):
@@ -25,19 +25,7 @@ class FaceEmotionEmbedding(CheckpointEmbedding):
     def units(self, item: dict) -> tuple[tuple[np.ndarray, ...], list[float]]:
         row = upstream_row(item, "faces")
         crops, times, found = (column(row, name) for name in ("crops", "frame_times", "face_found"))
-        if not (len(crops) == len(times) == len(found)):
-            raise ClipError("bad_input", f"faces row has {len(crops)} crops, {len(times)} frame_times and "
-                                         f"{len(found)} face_found values")
         arch = self.info["arch"]
-        faces, face_times = [], []
-        for i, (crop, t, ok) in enumerate(zip(crops, times, found)):
-            if not ok or crop is None or len(crop) == 0:
-                continue
-            face = face_array(bytes(crop), arch["input_size"], arch["grayscale"])
-            if face is None:
-                raise ClipError("bad_face_crop", f"face crop of frame {i} (t={t:.3f} s) is not a decodable image")
-            faces.append(face)
-            face_times.append(float(t))
-        if not faces:
-            raise ClipError("no_face_crops", f"none of the {len(crops)} sampled frames has a face crop")
-        return (np.stack(faces),), face_times
+        faces, face_times = face_crops(crops, times, found,
+                                       lambda crop: face_array(crop, arch["input_size"], arch["grayscale"]))
+        return (faces,), face_times

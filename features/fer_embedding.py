@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from features.alignment import face_crops
 from features.mini_xception import CLASSES, EMBED_DIM, INPUT_SIZE, MiniXception, load_model, preprocess
 from pipelines.extractor import BaseExtractor, ClipError
 from pipelines.weights import fetch
@@ -72,21 +73,7 @@ class FerEmbedding(BaseExtractor):
         if row is None:
             raise ClipError("missing_input:faces", "no row of the `faces` feature set for this clip")
         crops, times, found = (_column(row, name) for name in ("crops", "frame_times", "face_found"))
-        if not (len(crops) == len(times) == len(found)):
-            raise ClipError("bad_input", f"faces row has {len(crops)} crops, {len(times)} frame_times and "
-                                         f"{len(found)} face_found values")
-        faces, face_times = [], []
-        for i, (crop, t, ok) in enumerate(zip(crops, times, found)):
-            if not ok or crop is None or len(crop) == 0:
-                continue
-            face = gray64(bytes(crop))
-            if face is None:
-                raise ClipError("bad_face_crop", f"face crop of frame {i} (t={t:.3f} s) is not a decodable image")
-            faces.append(face)
-            face_times.append(float(t))
-        if not faces:
-            raise ClipError("no_face_crops", f"none of the {len(crops)} sampled frames has a face crop")
-        return np.stack(faces), face_times
+        return face_crops(crops, times, found, gray64)
 
     @torch.inference_mode()
     def embed(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
