@@ -84,27 +84,23 @@ REGRESSORS: dict[str, Callable[[dict, list[str]], RegressionModel]] = {
 }
 
 
-def _factory(registry: dict[str, Callable], name: str) -> Callable:
-    if name not in registry:
-        raise KeyError(f"unknown model {name!r}; known: {sorted(registry)}")
-    return registry[name]
+def _build(registry: dict[str, Callable], name: str, params: dict | None, outputs: list[str]):
+    """A fresh model from `registry`; `params["model"]` picks the entry when `name` is a run alias."""
+    params = dict(params or {})
+    kind = params.pop("model", name)
+    if kind not in registry:
+        raise KeyError(f"unknown model {kind!r}; known: {sorted(registry)}")
+    model = registry[kind](params, list(outputs))
+    model.name = name
+    return model
 
 
 def build(name: str, params: dict | None, classes: list[str]) -> EmotionModel:
-    """A fresh classifier. `params["model"]` picks the registry entry when `name` is a run alias."""
-    params = dict(params or {})
-    kind = params.pop("model", name)
-    model = _factory(MODELS, kind)(params, list(classes))
-    model.name = name
-    return model
+    return _build(MODELS, name, params, classes)
 
 
 def build_regressor(name: str, params: dict | None, targets: list[str]) -> RegressionModel:
-    params = dict(params or {})
-    kind = params.pop("model", name)
-    model = _factory(REGRESSORS, kind)(params, list(targets))
-    model.name = name
-    return model
+    return _build(REGRESSORS, name, params, targets)
 
 
 def model_modalities(model: object) -> tuple[str, ...]:
