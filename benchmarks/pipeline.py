@@ -9,14 +9,15 @@ replicated as symlinks into a temporary corpus (generic adapter; replicas get cy
 `--clips` clips. Measured in one run:
   * decode only: each clip's audio once at 16 kHz and its video once at the `faces` sampling rate, with PyAV,
     in `--workers` processes: the floor any extraction pays;
-  * the whole extraction (every `features:` entry of the params, with their variants, upstream sets first) with
-    the Ray engine at 1 and at `--workers` actors (fresh store each), wall and CPU time, peak RSS per Ray worker;
+  * the whole extraction (every `features:` entry of the params, with their variants) in one run, as `aver extract`
+    runs a corpus, with the Ray engine at 1 and at `--workers` actors (fresh store each): wall and CPU time, peak
+    RSS per Ray worker; with `--each`, also one run per feature set (as the DVC stages run them), per-set times;
   * a naive sequential script on one replica of each source: OpenCV reads every frame and the RetinaFace
     detector runs on it one frame at a time at full resolution (retinaface-pytorch's own single-image predictor
     needs ResNet-50 weights that are not available offline; this is our MobileNet-0.25 detector, batch 1, no
     downscaling, like biubug6's detect.py), then per file PyAV audio -> librosa resample, openSMILE eGeMAPS,
     librosa MFCC + chroma;
-  * adding one clip to an extracted corpus at two corpus sizes: `aver ingest` (re-probes the corpus) and the
+  * adding one clip to an extracted corpus at two corpus sizes: `aver ingest` (probes only new or changed files) and the
     incremental extraction (local engine), separately;
   * a no-op `dvc repro` of the demo pipeline (dvc.yaml + params.yaml copied into a temporary DVC project, demo
     shrunk by --demo-speakers/--demo-takes; the first, full repro is timed too).
@@ -139,22 +140,6 @@ def bench_params(base: dict, work: Path, corpus_dir: Path, store: str = "store")
                                   "regex": REPLICA_REGEX}}}
 
 
-def upstream_first(params: dict) -> list[str]:
-    from pipelines.config import feature_config
-    from pipelines.extractor import build
-    order: list[str] = []
-
-    def add(fs: str) -> None:
-        if fs not in order:
-            cfg = feature_config(params, fs)
-            for up in build(cfg["extractor"], dict(cfg["params"])).requires:
-                add(up)
-            order.append(fs)
-    for fs in params.get("features") or {}:
-        add(fs)
-    return order
-
-
 # ---- phases -------------------------------------------------------------------------------------------------------
 def _decode_one(path: str, fps: float | None, has_audio: bool, has_video: bool) -> None:
     from features.audio_io import decode_audio
@@ -175,14 +160,22 @@ def decode_only(rows: list[dict], root: Path, fps: float | None, workers: int) -
     return mon
 
 
-def extract_all(params: dict, order: list[str], engine: str, options: dict) -> list[tuple[Monitor, object]]:
-    """One (monitor, ExtractSummary) per feature set, run the way `aver extract` runs them: one after another."""
+def extract_all(params: dict, order: list[str], engine: str, options: dict) -> tuple[Monitor, list]:
+    """Every feature set in one run, the way `aver extract` runs a corpus: (monitor, one summary per set)."""
+    from pipelines.plan import run_extractions
+    with Monitor() as mon:
+        summaries = run_extractions(params, order, "bench", engine=engine, engine_options=options, progress=False)
+    return mon, summaries
+
+
+def extract_each(params: dict, order: list[str], engine: str, options: dict) -> list[tuple[Monitor, object]]:
+    """One run per feature set, the way the DVC extract stages run them: (monitor, summary) per set."""
     from pipelines.plan import run_extraction
     out = []
     for fs in order:
         with Monitor() as mon:
-            summary = run_extraction(params, fs, "bench", engine=engine, engine_options=options, progress=False)
-        out.append((mon, summary))
+            out.append((mon, run_extraction(params, fs, "bench", engine=engine, engine_options=options,
+                                            progress=False)))
     return out
 
 
@@ -231,20 +224,19 @@ def naive_script(paths: list[Path]) -> Monitor:
 def add_one_clip(base: dict, srcs: list[Path], store_from: Path, work: Path, size: int, order: list[str]) -> dict:
     """A corpus of `size` clips whose store is complete (copied, then pruned to it); time adding one more clip."""
     from pipelines.ingest import ingest
-    from pipelines.plan import run_extraction
+    from pipelines.plan import run_extractions
     corpus = work / "corpus"
     replicate(srcs, corpus, size)
     params = bench_params(base, work, corpus)
     shutil.copytree(store_from, work / "store")
     ingest("bench", params["corpora"]["bench"], work / "manifests", progress=False)
-    for fs in order:                                   # prune the copied rows to this corpus: not timed
-        run_extraction(params, fs, "bench", engine="local", progress=False)
+    run_extractions(params, order, "bench", engine="local", progress=False)   # prune the copy to it: not timed
     for index in (size, size + 1):   # the first source twice: the second addition is the one timed (warm caches)
         replica(srcs[0], corpus, index)
         t0 = time.perf_counter()
         ingest("bench", params["corpora"]["bench"], work / "manifests", progress=False)
         t1 = time.perf_counter()
-        new = sum(run_extraction(params, fs, "bench", engine="local", progress=False).extracted for fs in order)
+        new = sum(s.extracted for s in run_extractions(params, order, "bench", engine="local", progress=False))
     return {"size": size + 1, "ingest": t1 - t0, "extract": time.perf_counter() - t1, "new_rows": new}
 
 
@@ -284,7 +276,7 @@ def row(name: str, workers, mon: Monitor | Total, media_s: float, rss: str = "")
             f"{mon.cpu / media_s:.4f} | {rss} |")
 
 
-def print_targets(par: Total, decode: Monitor, media_s: float, naive: Monitor | None, naive_media: float,
+def print_targets(par: Monitor, decode: Monitor, media_s: float, naive: Monitor | None, naive_media: float,
                   repro: dict | None, adds: list[dict], workers: int) -> None:
     rtf_wall, rtf_cpu = par.wall / media_s, par.cpu / workers / media_s
     checks = [(f"RTF <= 0.10 on {workers} cores (wall)", f"{rtf_wall:.3f}", rtf_wall <= 0.10),
@@ -320,6 +312,7 @@ def main() -> None:
     ap.add_argument("--demo-takes", type=int, default=1)
     ap.add_argument("--no-repro", action="store_true", help="skip the dvc repro timing")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive script")
+    ap.add_argument("--each", action="store_true", help="also time one run per feature set (the DVC stages' way)")
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a deleted temp dir)")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)     # tables appear as phases finish, also when redirected
@@ -327,6 +320,7 @@ def main() -> None:
     import ray
     from pipelines.ingest import ingest
     from pipelines.manifest import read_manifest
+    from pipelines.plan import upstream_first
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="aver-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -337,7 +331,7 @@ def main() -> None:
         corpus = work / "corpus"
         links = replicate(srcs, corpus, args.clips)
         params = bench_params(base, work, corpus)
-        order = upstream_first(params)
+        order = upstream_first(params, list(params.get("features") or {}))
         with Monitor() as ingest_mon:
             ingest("bench", params["corpora"]["bench"], work / "manifests", progress=False)
         rows = read_manifest(work / "manifests", "bench").to_pylist()
@@ -358,6 +352,10 @@ def main() -> None:
             p = bench_params(base, work, corpus, store=f"store_w{w}")
             runs[w] = extract_all(p, order, "ray", {"workers": w})
             stores[w] = Path(p["paths"]["store"])
+        each = None
+        if args.each:
+            each = extract_each(bench_params(base, work, corpus, store="store_each"), order, "ray",
+                                {"workers": args.workers})
         ray.shutdown()
         naive_paths = links[:len(srcs)]                  # one replica of each source
         naive_media = sum(r["duration"] for r in rows if corpus / r["path"] in naive_paths)
@@ -366,25 +364,32 @@ def main() -> None:
         print("| step | workers | wall s | CPU s | RTF wall | RTF CPU | peak RSS per process (MB) |")
         print("|---|---|---|---|---|---|---|")
         print(row(f"decode only ({len(rows)} clips)", args.workers, decode, media_s))
-        totals = {w: Total([mon for mon, _ in per_fs]) for w, per_fs in runs.items()}
-        for w, total in totals.items():
-            rss = total.rss
-            print(row(f"extraction, Ray ({len(rows)} clips)", w, total, media_s, f"{max(rss):.0f}" if rss else ""))
+        for w, (mon, _) in runs.items():
+            rss = mon.worker_rss_mb()
+            print(row(f"extraction, Ray, one run ({len(rows)} clips)", w, mon, media_s,
+                      f"{max(rss):.0f}" if rss else ""))
+        if each:
+            total = Total([mon for mon, _ in each])
+            print(row("extraction, Ray, one run per feature set", args.workers, total, media_s,
+                      f"{max(total.rss):.0f}" if total.rss else ""))
         if naive:
             print(row(f"naive script ({len(naive_paths)} clips, {naive_media:.0f} s)", 1, naive, naive_media,
                       f"{naive.rss[os.getpid()] / 2**20:.0f} (driver)"))
         print(f"\nRay start-up: {ray_start.wall:.1f} s (not included above)\n")
 
-        print(f"| feature set ({args.workers} Ray workers) | new rows | ledger rows | wall s | CPU s | RTF CPU |")
-        print("|---|---|---|---|---|---|")
-        for mon, summary in runs[args.workers]:
-            print(f"| {summary.feature_set} | {summary.extracted} | {summary.failed} | {mon.wall:.1f} | "
-                  f"{mon.cpu:.1f} | {mon.cpu / media_s:.4f} |")
+        print("| feature set | new rows | ledger rows |" + (" wall s alone | CPU s alone | RTF CPU alone |" if each
+                                                            else ""))
+        print("|---|---|---|" + ("---|---|---|" if each else ""))
+        alone = {summary.feature_set: mon for mon, summary in each or []}
+        for summary in runs[args.workers][1]:
+            mon = alone.get(summary.feature_set)
+            extra = f" {mon.wall:.1f} | {mon.cpu:.1f} | {mon.cpu / media_s:.4f} |" if mon else ""
+            print(f"| {summary.feature_set} | {summary.extracted} | {summary.failed} |{extra}")
 
         small = args.small or max(10, args.clips // 4)
         adds = [add_one_clip(base, srcs, stores[args.workers], work / f"add_{n}", n, order)
                 for n in (small, args.clips)]
-        print("\n| add one clip to a corpus of | ingest s (re-probes all) | incremental extract s | new rows |")
+        print("\n| add one clip to a corpus of | ingest s | incremental extract s | new rows |")
         print("|---|---|---|---|")
         for a in adds:
             print(f"| {a['size']} clips | {a['ingest']:.2f} | {a['extract']:.2f} | {a['new_rows']} |")
@@ -395,7 +400,7 @@ def main() -> None:
                           f"dvc repro (demo {args.demo_speakers} speakers x {args.demo_takes} takes): first "
                           f"{repro['full']:.1f} s, no-op {repro['noop']:.1f} s (up to date: {repro['up_to_date']})"))
 
-        print_targets(totals[args.workers], decode, media_s, naive, naive_media, repro, adds, args.workers)
+        print_targets(runs[args.workers][0], decode, media_s, naive, naive_media, repro, adds, args.workers)
         print(f"\nload average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at the end")
     finally:
         if args.keep is None:

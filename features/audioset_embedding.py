@@ -6,15 +6,16 @@ the top-k AudioSet classes) and once as a batch of `window_s` windows every `hop
 (`emb`, pooled into `emb_mean` / `emb_max`). Windows are whole: a tail shorter than a hop is only in `clip_emb`;
 a clip shorter than one window gives one window of its full length.
 
-Resampler (`resampler`): "kaiser_best" (default) decodes at the native rate and resamples with resampy's
-kaiser_best filter, as EfficientAT did through librosa 0.9; it reproduces the reference 32 kHz waves bit for bit.
-"soxr_hq" lets `load_audio` resample with soxr HQ instead (no resampy needed), which moves the embedding by up to
-0.04 (cosine >= 0.999) and the probabilities by up to 0.017 on the reference clips: the log-mel amplifies
-differences in the resampler's stop band, where the source has no content.
+Resampler (`resampler`, see features.audio_io.RESAMPLERS): "kaiser_best" (default) resamples the clean clip from its
+native rate with resampy's kaiser_best filter, as EfficientAT did through librosa 0.9; it reproduces the reference
+32 kHz waves bit for bit. "soxr_hq" resamples with soxr HQ instead (40x faster, no resampy), which moves the
+embedding by up to 0.04 (cosine >= 0.999) and the probabilities by up to 0.017 on the reference clips: the log-mel
+amplifies differences in the resampler's stop band, where the source has no content. Either way the clean 32 kHz
+clip is resampled once and the noise of an audio variant is mixed at 32 kHz, as every audio feature set mixes it
+at its own rate.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import ClassVar
 
@@ -22,31 +23,20 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from features.audio_io import load_audio
+from features.audio_io import RESAMPLERS, load_audio
 from features.efficientat import EMBED_DIM, HOP, SAMPLE_RATE, MelFrontEnd, MobileNetAudioSet, load_model
 from pipelines.extractor import BaseExtractor, ClipError
 from pipelines.weights import fetch
 
 WEIGHTS = "efficientat_mn04_as"
 FRAMES_PER_S = SAMPLE_RATE // HOP
-RESAMPLERS = ("kaiser_best", "soxr_hq")
 MIN_SAMPLES = 1024        # one FFT frame: the STFT's reflect padding needs more than half a frame of signal
 F32 = pa.list_(pa.float32())
 
 
-def resample_kaiser_best(signal: np.ndarray, rate: int) -> np.ndarray:
-    """librosa 0.9's `resample(res_type="kaiser_best")`: resampy, then zero-padded to ceil(n * 32000 / rate)."""
-    if rate == SAMPLE_RATE:
-        return signal
-    import resampy   # only this resampler needs it
-    out = resampy.resample(signal, rate, SAMPLE_RATE, filter="kaiser_best", axis=-1).astype(np.float32)
-    n = math.ceil(len(signal) * SAMPLE_RATE / rate)
-    return np.pad(out[:n], (0, max(0, n - len(out))))
-
-
 class AudioSetEmbedding(BaseExtractor):
     kind: ClassVar[str] = "audioset_embedding"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"     # 2: audio variants mixed at 32 kHz, after resampling
     modality: ClassVar[str] = "audio"
     defaults: ClassVar[dict] = {"window_s": 1.0, "hop_s": 0.5, "top_k": 5, "resampler": "kaiser_best",
                                 "device": "cpu", "max_batch": 64}
@@ -56,7 +46,7 @@ class AudioSetEmbedding(BaseExtractor):
     def __init__(self, **params):
         super().__init__(**params)
         if self.params["resampler"] not in RESAMPLERS:
-            raise ValueError(f"{self.kind}: resampler must be one of {RESAMPLERS}, not {self.params['resampler']!r}")
+            raise ValueError(f"{self.kind}: resampler must be one of {sorted(RESAMPLERS)}, not {self.params['resampler']!r}")
         if str(self.params["device"]).startswith("cuda") and not self.resources.num_gpus:
             self.resources = replace(self.resources, num_gpus=1.0)   # so Ray schedules the actor on a GPU
         self.window = max(1, round(self.params["window_s"] * FRAMES_PER_S))
@@ -77,18 +67,13 @@ class AudioSetEmbedding(BaseExtractor):
         self.front_end = MelFrontEnd().to(device)
 
     def wave32k(self, item: dict) -> np.ndarray:
-        if self.params["resampler"] == "soxr_hq":
-            return load_audio(item, SAMPLE_RATE)[0]
-        # decode at the manifest's native rate (no resampling in load_audio), then resample like the original
-        native = item.get("audio_rate")
-        signal, rate = load_audio(item, int(native) if native and math.isfinite(native) else SAMPLE_RATE)
-        return resample_kaiser_best(signal, rate)
+        return load_audio(item, SAMPLE_RATE, self.params["resampler"])[0]
 
     @torch.inference_mode()
     def embed(self, wave: np.ndarray) -> dict:
         """32 kHz mono wave -> feature columns (see the module docstring)."""
         device = self.front_end.window.device
-        mel = self.front_end(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None].to(device))
+        mel = self.front_end(torch.from_numpy(np.array(wave, dtype=np.float32))[None].to(device))   # a copy: the cached clip is read-only
         logits, clip_emb = self.model(mel[:, None])
         probs = torch.sigmoid(logits[0]).float().cpu()
         top = torch.topk(probs, self.params["top_k"])

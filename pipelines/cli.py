@@ -46,36 +46,45 @@ def ingest(corpora: list[str] = typer.Argument(None, help="corpus names (default
     _table("ingest", ["corpus", "clips", "speakers", "ledger rows"], rows)
 
 
-def _extract_targets(params: dict, feature_set: str | None, corpora: list[str] | None) -> list[tuple[str, str]]:
-    # embed entries come after their input
+def _extract_targets(params: dict, feature_sets: list[str], corpora: list[str]) -> dict[str, list[str]]:
+    """corpus -> feature sets: the given sets x the given corpora, else the extract/embed entries naming either."""
     entries = {**params.get("extract", {}), **params.get("embed", {}), **params.get("embed_trained", {})}
     targets = [(t["feature_set"], t["corpus"]) for t in entries.values()]
-    if feature_set:
-        targets = [t for t in targets if t[0] == feature_set] or [(feature_set, c) for c in corpora or []]
-    if corpora:
-        targets = [t for t in targets if t[1] in corpora] or [(feature_set, c) for c in corpora]
-    return targets
+    if feature_sets and corpora:
+        targets = [(fs, c) for c in corpora for fs in feature_sets]
+    elif feature_sets or corpora:
+        targets = [t for t in targets if t[0] in feature_sets or t[1] in corpora]
+    grouped: dict[str, list[str]] = {}
+    for fs, corpus in targets:
+        grouped.setdefault(corpus, []).append(fs)
+    return grouped
 
 
 @app.command()
-def extract(feature_set: Optional[str] = typer.Argument(None, help="feature set (default: every `extract:` entry)"),
+def extract(feature_sets: list[str] = typer.Argument(None, help="feature sets (default: every `extract:` and "
+                                                                 "`embed:` entry)"),
             corpus: list[str] = typer.Option(None, "--corpus", "-c", help="corpus (repeatable)"),
             engine: Optional[str] = typer.Option(None, help="local | ray | beam (default: params engine.name)"),
             workers: Optional[int] = typer.Option(None, help="Ray actors / Beam workers"),
             ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster address"),
             runner: Optional[str] = typer.Option(None, help="Beam runner, e.g. FlinkRunner"),
             pipeline_arg: list[str] = typer.Option(None, help="extra Beam pipeline option (repeatable)"),
-            limit: Optional[int] = typer.Option(None, help="extract at most N new items (smoke runs)"),
+            limit: Optional[int] = typer.Option(None, help="extract at most N new items per feature set (smoke runs)"),
             params_file: Path = ParamsOpt) -> None:
-    """Extract feature sets into the store (incremental: only new or changed clips)."""
-    from pipelines.plan import run_extraction
+    """Extract feature sets into the store (incremental: only new or changed clips). The feature sets of a corpus
+    run together: one worker pool, each clip decoded once."""
+    from pipelines.plan import run_extractions
     params = load_params(params_file)
     options = {k: v for k, v in {"workers": workers, "address": ray_address, "runner": runner,
                                  "pipeline_args": pipeline_arg or None}.items() if v}
+    targets = _extract_targets(params, feature_sets or [], corpus or [])
+    if not targets:
+        raise UserError("nothing to extract: name a feature set and --corpus, or add `extract:` entries to params")
     rows = []
-    for fs, c in _extract_targets(params, feature_set, corpus):
-        s = run_extraction(params, fs, c, engine=engine, engine_options=options, limit=limit)
-        rows.append([fs, c, s.engine, s.planned, s.already_done, s.extracted, s.failed, s.removed, f"{s.seconds:.1f}"])
+    for c, fss in targets.items():
+        for s in run_extractions(params, fss, c, engine=engine, engine_options=options, limit=limit):
+            rows.append([s.feature_set, c, s.engine, s.planned, s.already_done, s.extracted, s.failed, s.removed,
+                         f"{s.seconds:.1f}"])
     _table("extract", ["feature set", "corpus", "engine", "planned", "cached", "new rows", "new ledger",
                        "pruned", "seconds"], rows)
 

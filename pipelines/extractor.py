@@ -132,9 +132,13 @@ REGISTRY: dict[str, str] = {
 
 
 def limit_threads(resources: Resources) -> None:
-    """Pin torch's intra-op threads to the worker's CPU share: spinning extra threads slows shared cores down."""
+    """Pin torch's and the BLAS libraries' threads to the worker's CPU share: spinning extra threads slows shared
+    cores down, and a fixed thread count keeps BLAS sums (librosa's mel projections) identical on every engine."""
     import torch
-    torch.set_num_threads(max(1, int(resources.num_cpus)))
+    from threadpoolctl import threadpool_limits
+    threads = max(1, int(resources.num_cpus))
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
 
 
 def extractor_class(kind: str) -> type:

@@ -25,6 +25,9 @@ from pipelines.manifest import (LEDGER_SCHEMA, MANIFEST_SCHEMA, Clip, ledger_pat
 from pipelines.probe import ProbeError, probe_file, restrict
 
 
+PROBE_CACHE = ".probe-cache"     # under the manifest folder: <corpus>.json
+
+
 @dataclass
 class IngestSummary:
     corpus: str
@@ -66,7 +69,8 @@ def ingest(corpus_name: str, cfg: dict, manifest_dir: Path, progress: bool = Tru
         (clips if isinstance(item, Clip) else ledger).append(item)
     clips, duplicates = _dedupe(corpus_name, clips)
     ledger += duplicates
-    facts = _probe_all(root, sorted({c.path for c in clips}), workers or cpu_count(), progress, corpus_name)
+    cache = ProbeCache(Path(manifest_dir) / PROBE_CACHE / f"{corpus_name}.json", root)
+    facts = _probe_all(root, sorted({c.path for c in clips}), workers or cpu_count(), progress, corpus_name, cache)
 
     rows = []
     for clip in sorted(clips, key=lambda c: c.clip_id):
@@ -109,18 +113,52 @@ def _probe_safely(path: Path) -> dict | ProbeError:
         return ProbeError(f"error:{type(e).__name__}", f"{e}\n{traceback.format_exc(limit=3)}")
 
 
-def _probe_all(root: Path, paths: list[str], workers: int, progress: bool, corpus: str) -> dict:
-    """path -> probe facts or ProbeError; each file probed once (IEMOCAP segments share a recording).
+class ProbeCache:
+    """Probe facts of the last ingest, keyed by relative path and valid while the file's size and mtime are the
+    same: re-ingesting a grown corpus probes (and hashes) only new or modified files."""
+
+    def __init__(self, path: Path, root: Path):
+        self.path, self.root = path, root
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        self.entries = saved.get("files", {}) if saved.get("root") == str(root) else {}
+
+    def _stat(self, rel: str) -> list[int] | None:
+        try:
+            st = (self.root / rel).stat()
+        except OSError:
+            return None
+        return [st.st_size, st.st_mtime_ns]
+
+    def get(self, rel: str) -> dict | None:
+        entry = self.entries.get(rel)
+        return entry["facts"] if entry and entry["stat"] == self._stat(rel) else None
+
+    def save(self, facts: dict[str, dict | ProbeError]) -> None:
+        entries = {rel: {"stat": self._stat(rel), "facts": f} for rel, f in facts.items() if isinstance(f, dict)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"root": str(self.root), "files": entries}, sort_keys=True))
+        os.replace(tmp, self.path)
+
+
+def _probe_all(root: Path, paths: list[str], workers: int, progress: bool, corpus: str, cache: ProbeCache) -> dict:
+    """path -> probe facts or ProbeError; each file probed once (IEMOCAP segments share a recording), files
+    unchanged since the last ingest not at all. Failures are always probed again.
 
     Threads: PyAV and hashlib release the GIL while decoding and hashing."""
-    out = {}
+    out = {p: cache.get(p) for p in paths}
+    todo = [p for p, facts in out.items() if facts is None]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not progress, transient=True) as bar, ThreadPoolExecutor(workers) as pool:
-        task = bar.add_task(f"probing {corpus}", total=len(paths))
-        futures = {pool.submit(_probe_safely, root / p): p for p in paths}
+        task = bar.add_task(f"probing {corpus}", total=len(todo))
+        futures = {pool.submit(_probe_safely, root / p): p for p in todo}
         for future in as_completed(futures):
             out[futures[future]] = future.result()
             bar.advance(task)
+    cache.save(out)
     return out
 
 

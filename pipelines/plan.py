@@ -17,7 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipelines.config import feature_config, paths
 from pipelines.engines import get_engine
-from pipelines.extractor import Extractor, Result, build, fingerprint, full_schema, key_of
+from pipelines.extractor import Extractor, Result, build, extractor_class, fingerprint, full_schema, key_of
+from pipelines.group import Member
 from pipelines.manifest import LEDGER_SCHEMA, ledger_row, read_corpus_root, read_manifest
 from pipelines.store import FeatureStore
 
@@ -52,11 +53,14 @@ def _peers(rows: list[dict], root, clip_id: str) -> list[str]:
     return [str(root / others[(start + k * 7) % len(others)]["path"]) for k in range(min(N_PEERS, len(others)))]
 
 
-def config_fingerprint(params: dict, feature_set: str, store: FeatureStore, corpus: str) -> tuple[Extractor, str, dict]:
+def config_fingerprint(params: dict, feature_set: str, store: FeatureStore, corpus: str,
+                       upstream_fps: dict[str, str] | None = None) -> tuple[Extractor, str, dict]:
+    """The feature set's extractor, fingerprint and part metadata. An upstream set's fingerprint comes from
+    `upstream_fps` when it is extracted in the same run (the store may still hold its previous configuration)."""
     fcfg = feature_config(params, feature_set)
     extractor = build(fcfg["extractor"], dict(fcfg["params"]))
     augment = params.get("augment", {}) if set(fcfg["variants"]) - {"clean"} else {}
-    upstream = {fs: store.info(fs, corpus)["fingerprint"] for fs in extractor.requires}
+    upstream = {fs: (upstream_fps or {}).get(fs) or store.info(fs, corpus)["fingerprint"] for fs in extractor.requires}
     fp = fingerprint(extractor.kind, extractor.version,
                      {"params": fcfg["params"], "variants": sorted(fcfg["variants"]),
                       "augment": augment, "upstream": upstream})
@@ -153,45 +157,161 @@ class StoreSink:
                 "ledger_prefix": str(d / f"ledger-{run}"), "ledger_schema": LEDGER_SCHEMA.with_metadata(meta)}
 
 
-def run_extraction(params: dict, feature_set: str, corpus: str, engine: str | None = None,
-                   engine_options: dict | None = None, limit: int | None = None,
-                   progress: bool = True) -> ExtractSummary:
-    t0 = time.perf_counter()
-    eng_cfg = params.get("engine", {})
-    engine = engine or eng_cfg.get("name", "local")
-    options = {**eng_cfg.get(engine, {}), **(engine_options or {})}
-    p = paths(params)
-    store = FeatureStore(p["store"], p["manifests"])
-    extractor, fp, meta = config_fingerprint(params, feature_set, store, corpus)
+class GroupSink:
+    """Routes each batch's {feature_set: Result} to that feature set's StoreSink."""
+
+    def __init__(self, sinks: dict[str, StoreSink]):
+        self.sinks = sinks
+
+    def __call__(self, results: dict[str, Result]) -> None:
+        for fs, result in results.items():
+            self.sinks[fs](result)
+
+    def flush(self) -> None:
+        for sink in self.sinks.values():
+            sink.flush()
+
+    def beam_targets(self) -> dict[str, dict]:
+        return {fs: sink.beam_targets() for fs, sink in self.sinks.items()}
+
+
+@dataclass
+class _Job:
+    """One feature set's share of a run: what it still needs and where its results go."""
+    feature_set: str
+    extractor: Extractor
+    meta: dict
+    summary: ExtractSummary
+    todo: list[dict]
+    before: dict
+
+    @property
+    def member(self) -> Member:
+        return self.feature_set, self.extractor.kind, self.meta["params"]
+
+
+def upstream_first(params: dict, feature_sets: list[str]) -> list[str]:
+    """The feature sets ordered so that every set comes after those of the list it requires."""
+    order: list[str] = []
+
+    def add(fs: str) -> None:
+        if fs in order:
+            return
+        for up in extractor_class(feature_config(params, fs)["extractor"]).requires:
+            if up in feature_sets:
+                add(up)
+        order.append(fs)
+    for fs in feature_sets:
+        add(fs)
+    return order
+
+
+def _prepare(params: dict, feature_set: str, corpus: str, store: FeatureStore, engine: str,
+             upstream_fps: dict[str, str], limit: int | None) -> _Job:
+    """Plan one feature set: prune stale rows, ledger clips lacking the modality, list the keys still to do."""
+    extractor, fp, meta = config_fingerprint(params, feature_set, store, corpus, upstream_fps)
     meta["engine"] = engine
     items, absent = plan_items(params, feature_set, corpus, extractor)
     planned = {(i["clip_id"], i["variant"]): i["content_hash"] for i in items + absent}
     summary = ExtractSummary(feature_set, corpus, engine, fp, planned=len(planned))
-
     store.clean_temporaries(feature_set, corpus)
     summary.removed = store.prune(feature_set, corpus, fp, planned, retry_reasons=RETRIED_REASONS)
     done = store.done_keys(feature_set, corpus, fp)
     summary.already_done = len(done)
     store.write_ledger(feature_set, corpus, [a for a in absent if (a["clip_id"], a["variant"]) not in done], meta)
     todo = [i for i in items if (i["clip_id"], i["variant"]) not in done][:limit]
-    if extractor.requires:
-        todo, missing = _attach_inputs(todo, extractor, store, corpus)
-        store.write_ledger(feature_set, corpus, missing, meta)
-        summary.failed += len(missing)
+    return _Job(feature_set, extractor, meta, summary, todo, store.info(feature_set, corpus))
 
-    before = store.info(feature_set, corpus)
-    schema = full_schema(extractor)
-    columns = [TextColumn(f"[bold]{feature_set}[/] {corpus} ({engine})"), BarColumn(), MofNCompleteColumn(),
+
+def _units(jobs: list[_Job], store: FeatureStore, corpus: str) -> tuple[list[dict], dict[str, list[dict]]]:
+    """One unit per (clip, variant) with every feature set that needs it, upstream first, ordered by clip so a
+    worker sees a clip's variants together. An upstream row comes from the same unit when it is computed there,
+    else from the store; items whose upstream is computed in this run under another key (a video variant
+    falling back to the clean row) are returned per feature set, to run once this pass is stored."""
+    units: dict[tuple[str, str], dict] = {}
+    deferred: dict[str, list[dict]] = {}
+    in_run = {job.feature_set for job in jobs}
+    stored: dict[str, dict] = {}
+    for job in jobs:
+        ready, missing = [], []
+        for item in job.todo:
+            key = (item["clip_id"], item["variant"])
+            unit = units.get(key)
+            inputs = {}
+            for up in job.extractor.requires:
+                if unit is not None and up in unit["feature_sets"]:
+                    continue
+                if up not in stored:
+                    stored[up] = {(r["clip_id"], r["variant"]): r for r in store.read(up, corpus).to_pylist()}
+                row = stored[up].get(key) or stored[up].get((item["clip_id"], "clean"))
+                if row is None:
+                    break
+                inputs[up] = row
+            else:
+                ready.append((key, item, inputs))
+                continue
+            (deferred.setdefault(job.feature_set, []) if up in in_run else missing).append(item)
+        if missing:     # upstream not extracted at all: the same ledger rows a run of this set alone writes
+            _, rows = _attach_inputs(missing, job.extractor, store, corpus)
+            store.write_ledger(job.feature_set, corpus, rows, job.meta)
+            job.summary.failed += len(rows)
+        for key, item, inputs in ready:
+            unit = units.setdefault(key, {**item, "feature_sets": [], "inputs": {}})
+            unit["feature_sets"].append(job.feature_set)
+            unit["inputs"].update(inputs)
+    return sorted(units.values(), key=lambda u: (u["clip_id"], u["variant"])), deferred
+
+
+def _run_pass(params: dict, jobs: list[_Job], units: list[dict], store: FeatureStore, corpus: str, engine: str,
+              options: dict, bar: Progress) -> None:
+    chunk = params.get("engine", {}).get("chunk_size", 32)
+    sinks = {job.feature_set: StoreSink(store, job.feature_set, corpus, full_schema(job.extractor), job.meta, chunk,
+                                        progress=bar, task=bar.add_task(job.feature_set, total=len(job.todo)))
+             for job in jobs}
+    sink = GroupSink(sinks)
+    get_engine(engine).run([job.member for job in jobs], units, sink, options)
+    sink.flush()
+
+
+def run_extractions(params: dict, feature_sets: list[str], corpus: str, engine: str | None = None,
+                    engine_options: dict | None = None, limit: int | None = None,
+                    progress: bool = True) -> list[ExtractSummary]:
+    """Extract several feature sets of a corpus in one engine run (one worker pool, media decoded once per clip);
+    one summary per feature set, upstream sets first."""
+    t0 = time.perf_counter()
+    eng_cfg = params.get("engine", {})
+    engine = engine or eng_cfg.get("name", "local")
+    options = {**eng_cfg.get(engine, {}), **(engine_options or {})}
+    p = paths(params)
+    store = FeatureStore(p["store"], p["manifests"])
+    jobs: list[_Job] = []
+    for fs in upstream_first(params, feature_sets):
+        jobs.append(_prepare(params, fs, corpus, store, engine, {j.feature_set: j.summary.fingerprint for j in jobs},
+                             limit))
+    units, deferred = _units(jobs, store, corpus)
+    label = f"{corpus} ({engine})"
+    columns = [TextColumn(f"[bold]{{task.description}}[/] {label}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn()]
     with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("extract", total=len(todo))
-        sink = StoreSink(store, feature_set, corpus, schema, meta,
-                         chunk_size=eng_cfg.get("chunk_size", 32), progress=bar, task=task)
-        if todo:
-            get_engine(engine).run(extractor.kind, feature_config(params, feature_set)["params"], todo, sink, options)
-            sink.flush()
-    after = store.info(feature_set, corpus)
-    summary.extracted = after["rows"] - before["rows"]
-    summary.failed += after["failed"] - before["failed"]
-    summary.seconds = time.perf_counter() - t0
-    return summary
+        if units:
+            _run_pass(params, jobs, units, store, corpus, engine, options, bar)
+        later = [job for job in jobs if job.feature_set in deferred]
+        for job in later:
+            job.todo, missing = _attach_inputs(deferred[job.feature_set], job.extractor, store, corpus)
+            store.write_ledger(job.feature_set, corpus, missing, job.meta)
+            job.summary.failed += len(missing)
+        later = [job for job in later if job.todo]
+        if later:
+            second = [{**item, "feature_sets": [job.feature_set]} for job in later for item in job.todo]
+            _run_pass(params, later, second, store, corpus, engine, options, bar)
+    for job in jobs:
+        after = store.info(job.feature_set, corpus)
+        job.summary.extracted = after["rows"] - job.before["rows"]
+        job.summary.failed += after["failed"] - job.before["failed"]
+        job.summary.seconds = time.perf_counter() - t0
+    return [job.summary for job in jobs]
+
+
+def run_extraction(params: dict, feature_set: str, corpus: str, **options) -> ExtractSummary:
+    """Extract one feature set of a corpus (what `aver extract FS` and the DVC extract stages call)."""
+    return run_extractions(params, [feature_set], corpus, **options)[0]

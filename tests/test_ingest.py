@@ -140,6 +140,29 @@ def test_iemocap_segments_share_one_probe(tmp_path):
     assert len({r["content_hash"] for r in rows}) == 3
 
 
+def test_reingest_probes_only_new_or_changed_files(tmp_path, monkeypatch):
+    import pipelines.ingest as ingest_module
+    root = tmp_path / "corpus"
+    cfg = {"adapter": "generic", "root": str(root), "glob": "*.wav", "regex": r"(?P<speaker>s\d)_(?P<emotion>[a-z]+)_\d"}
+    for i in range(3):
+        mini.audio(root / f"s{i}_happy_{i}.wav", seconds=0.2 + 0.1 * i)
+    mini.text(root / "s9_sad_9.wav")                                    # fails: probed again every time
+    _, first, first_ledger = run("c", cfg, tmp_path / "m")
+    probed = []
+    real = ingest_module.probe_file
+    monkeypatch.setattr(ingest_module, "probe_file", lambda path: probed.append(Path(path).name) or real(path))
+    mini.audio(root / "s3_sad_3.wav")                                  # new
+    _, again, _ = run("c", cfg, tmp_path / "m")
+    assert sorted(probed) == ["s3_sad_3.wav", "s9_sad_9.wav"]
+    assert again[:3] == first and len(again) == 4
+    probed.clear()
+    mini.audio(root / "s0_happy_0.wav", seconds=0.5)                    # changed in place: new size and mtime
+    _, changed, ledger = run("c", cfg, tmp_path / "m")
+    assert sorted(probed) == ["s0_happy_0.wav", "s9_sad_9.wav"]
+    assert changed[0]["content_hash"] != first[0]["content_hash"] and changed[1:3] == first[1:3]
+    assert ledger == first_ledger
+
+
 def test_duplicate_clip_ids_and_relative_root(tmp_path, monkeypatch):
     mini.audio(tmp_path / "c/03-01-05-01-01-01-01.wav")
     mini.audio(tmp_path / "c/copy/03-01-05-01-01-01-01_2.wav")

@@ -11,7 +11,7 @@ import torch
 from conftest import shared_path
 from pipelines.demo import encode, generate
 from pipelines.ingest import ingest
-from pipelines.plan import run_extraction
+from pipelines.plan import run_extractions
 from pipelines.predict import PredictError, choose_model, predict_file, windows
 from pipelines.probe import probe
 from pipelines.store import FeatureStore
@@ -58,8 +58,7 @@ def run(tmp_path_factory):
         "features": FEATURES, "train": TRAIN,
     }
     ingest("demo", params["corpora"]["demo"], root / "manifests", progress=False)
-    for feature_set in FEATURES:
-        run_extraction(params, feature_set, "demo", progress=False)
+    run_extractions(params, list(FEATURES), "demo", progress=False)
     train_stage(params)                 # as `aver train`: models saved under <runs>/train/models/
     store = FeatureStore(root / "store", root / "manifests")
     yield {"root": root, "params": params, "store": store, "models": root / "runs" / "train" / "models"}
@@ -149,6 +148,18 @@ def test_a_named_model_reads_only_its_own_feature_sets(run, tmp_path):
     without_features = {**run["params"], "features": {"faces": FEATURES["faces"]}}
     with pytest.raises(PredictError, match="egemaps_functionals.* does not declare"):
         predict_file(path, "lgbm_audio", without_features, out_dir=tmp_path)
+
+
+def test_features_made_differently_from_training_are_refused(run, tmp_path):
+    path = shared_path("data", "emodb", "wav", "03a04Wc.wav")
+    saved = json.loads((run["models"] / "lgbm_audio" / "model.json").read_text())["feature_configs"]
+    assert saved["egemaps_functionals"] == {"kind": "opensmile", "version": "1",
+                                            "params": {"feature_set": "eGeMAPSv02"}}
+    changed = {**FEATURES["egemaps_functionals"], "params": {"feature_set": "ComParE_2016"}}
+    params = {**run["params"], "features": {**FEATURES, "egemaps_functionals": changed}}
+    with pytest.raises(PredictError, match="trained on feature set 'egemaps_functionals' made with .*eGeMAPSv02.*"
+                                           "now make it with .*ComParE_2016.*re-train"):
+        predict_file(path, "lgbm_audio", params, out_dir=tmp_path)
 
 
 def _saved(run_dir, name, modalities, uar):

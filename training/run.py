@@ -95,7 +95,7 @@ def train_and_evaluate(cfg: dict, store, out_dir: Path) -> dict:
     _write_outputs(out_dir, metrics, details, predictions, reg_rows, ledger)
     write_plots(predictions, pooled, out_dir)
     if cfg["save_models"]:
-        _final_fit(cfg, frame, clips, models_cfg, train_variants, out_dir / "models")
+        _final_fit(cfg, frame, clips, models_cfg, train_variants, out_dir / "models", _feature_configs(store, cfg))
     return metrics
 
 
@@ -256,7 +256,20 @@ def _write_outputs(out_dir: Path, metrics, details, predictions, reg_rows, ledge
     write_atomic(to_table(ledger, LEDGER_SCHEMA), out_dir / "ledger.parquet")
 
 
-def _final_fit(cfg, frame: Frame, clips: pd.DataFrame, models_cfg: dict, train_variants, model_dir: Path) -> None:
+def _feature_configs(store, cfg: dict) -> dict:
+    """Feature set -> the extractor configuration its stored rows were made with (kind, version, params), so that
+    `aver predict` can refuse to feed a model features made differently."""
+    out = {}
+    for fs in sorted(needed_feature_sets(cfg)):
+        metas = {json.dumps({k: info.get(k) for k in ("kind", "version", "params")}, sort_keys=True, default=str)
+                 for info in (store.info(fs, c) for c in cfg["corpora"]) if info.get("kind")}
+        if len(metas) == 1:
+            out[fs] = json.loads(metas.pop())
+    return out
+
+
+def _final_fit(cfg, frame: Frame, clips: pd.DataFrame, models_cfg: dict, train_variants, model_dir: Path,
+               feature_configs: dict) -> None:
     """Refit every model on all clips (inner validation as configured) and save it for prediction."""
     speakers = clips["speaker"].astype(str).to_numpy()
     everything = make_fold("final", speakers, np.arange(len(clips)), np.array([], int))
@@ -270,5 +283,6 @@ def _final_fit(cfg, frame: Frame, clips: pd.DataFrame, models_cfg: dict, train_v
         save_model(model, model_dir / name, {
             "name": name, "classes": frame.classes, "params": params, "modalities": cfg["modalities"],
             "model_modalities": list(model_modalities(model)), "class_weight": cfg["class_weight"],
-            "labels": cfg["labels"], "train_variants": list(train_variants), "n_clips": int(len(clips))})
+            "labels": cfg["labels"], "train_variants": list(train_variants), "n_clips": int(len(clips)),
+            "feature_configs": feature_configs})
         log.info("saved final %s (%d rows)", name, len(train))

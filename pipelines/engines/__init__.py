@@ -1,7 +1,7 @@
-"""Engines run an extractor over work items and hand each batch's `Result` to a sink.
+"""Engines run an extractor group (pipelines/group.py) over work units and hand each batch's results to a sink.
 
-All engines share one contract: `run(kind, params, items, sink, options)`; `sink(result)` is called in the
-driver for every processed batch (local, Ray) or, for Beam, rows are written by Beam's parquetio.
+All engines share one contract: `run(members, units, sink, options)`; `sink({feature_set: Result})` is called in
+the driver for every processed batch (local, Ray) or, for Beam, rows are written by Beam's parquetio.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Apache Beam engine: `DoFn.setup` builds the extractor once per worker; rows and ledger rows are written
-by Beam's parquetio (temporary files renamed at finalisation, so a killed run leaves no partial shard).
+"""Apache Beam engine: `DoFn.setup` builds the extractor group once per worker; each feature set's rows and ledger
+rows leave the DoFn as tagged outputs and are written by Beam's parquetio (temporary files renamed at finalisation, so a killed run leaves no partial shard).
 
 Runner and pipeline options pass through (`options["runner"]`, `options["pipeline_args"]`): DirectRunner in
 multi-process mode here; FlinkRunner, SparkRunner or DataflowRunner on a cluster (the store must then be on a
@@ -13,23 +13,32 @@ from typing import Callable
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.extractor import Result, build, limit_threads
+from pipelines.extractor import Result, limit_threads
+from pipelines.group import ExtractorGroup, Member
+
+
+def _tags(index: int) -> tuple[str, str]:
+    """Output tags of the index-th member: its rows and its ledger rows."""
+    return f"rows{index}", f"failures{index}"
 
 
 class ExtractDoFn(beam.DoFn):
-    def __init__(self, kind: str, params: dict):
-        self.kind, self.params = kind, params
+    def __init__(self, members: list[Member]):
+        self.members = members
 
     def setup(self):
-        self.extractor = build(self.kind, self.params)
-        limit_threads(self.extractor.resources)
-        self.extractor.setup()
+        self.group = ExtractorGroup(self.members)
+        limit_threads(self.group.resources)
+        self.group.setup()
 
     def process(self, batch):
-        result = self.extractor.process([pickle.loads(b) for b in batch])
-        yield from result.rows
-        for failure in result.failures:
-            yield beam.pvalue.TaggedOutput("failures", failure)
+        results = self.group.process([pickle.loads(b) for b in batch])
+        for index, (fs, _, _) in enumerate(self.members):
+            rows_tag, failures_tag = _tags(index)
+            for row in results[fs].rows:
+                yield beam.pvalue.TaggedOutput(rows_tag, row)
+            for failure in results[fs].failures:
+                yield beam.pvalue.TaggedOutput(failures_tag, failure)
 
 
 def pipeline_options(options: dict) -> PipelineOptions:
@@ -40,15 +49,18 @@ def pipeline_options(options: dict) -> PipelineOptions:
     return PipelineOptions(args)
 
 
-def run(kind: str, params: dict, items: list[dict], sink: Callable[[Result], None], options: dict) -> None:
-    targets = sink.beam_targets()
-    batch_size = build(kind, params).resources.batch_size
+def run(members: list[Member], units: list[dict], sink: Callable[[dict[str, Result]], None], options: dict) -> None:
+    targets = sink.beam_targets()       # feature set -> where its rows and ledger rows go
+    batch_size = ExtractorGroup(members).resources.batch_size
+    tags = [tag for index in range(len(members)) for tag in _tags(index)]
     with beam.Pipeline(options=pipeline_options(options)) as p:
         out = (p
-               | "Items" >> beam.Create([pickle.dumps(it) for it in items], reshuffle=True)
+               | "Units" >> beam.Create([pickle.dumps(u) for u in units], reshuffle=True)
                | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
-               | "Extract" >> beam.ParDo(ExtractDoFn(kind, params)).with_outputs("failures", main="rows"))
-        _ = out.rows | "WriteRows" >> beam.io.WriteToParquet(
-            targets["part_prefix"], schema=targets["part_schema"], file_name_suffix=".parquet")
-        _ = out.failures | "WriteLedger" >> beam.io.WriteToParquet(
-            targets["ledger_prefix"], schema=targets["ledger_schema"], file_name_suffix=".parquet")
+               | "Extract" >> beam.ParDo(ExtractDoFn(members)).with_outputs(*tags))
+        for index, (fs, _, _) in enumerate(members):
+            rows_tag, failures_tag = _tags(index)
+            _ = out[rows_tag] | f"WriteRows{index}" >> beam.io.WriteToParquet(
+                targets[fs]["part_prefix"], schema=targets[fs]["part_schema"], file_name_suffix=".parquet")
+            _ = out[failures_tag] | f"WriteLedger{index}" >> beam.io.WriteToParquet(
+                targets[fs]["ledger_prefix"], schema=targets[fs]["ledger_schema"], file_name_suffix=".parquet")

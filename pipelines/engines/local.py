@@ -1,15 +1,16 @@
-"""In-process engine: one extractor, batches in order. For debugging and small corpora."""
+"""In-process engine: one extractor group, batches in order. For debugging and small corpora."""
 from __future__ import annotations
 
 from typing import Callable
 
 from pipelines.engines import batches
-from pipelines.extractor import Result, build, limit_threads
+from pipelines.extractor import Result, limit_threads
+from pipelines.group import ExtractorGroup, Member
 
 
-def run(kind: str, params: dict, items: list[dict], sink: Callable[[Result], None], options: dict) -> None:
-    extractor = build(kind, params)
-    limit_threads(extractor.resources)
-    extractor.setup()
-    for batch in batches(items, extractor.resources.batch_size):
-        sink(extractor.process(batch))
+def run(members: list[Member], units: list[dict], sink: Callable[[dict[str, Result]], None], options: dict) -> None:
+    group = ExtractorGroup(members)
+    limit_threads(group.resources)
+    group.setup()
+    for batch in batches(units, group.resources.batch_size):
+        sink(group.process(batch))

@@ -1,8 +1,9 @@
-"""Ray Data engine: a callable extractor class per actor, `map_batches` over an actor pool.
+"""Ray Data engine: a callable extractor-group class per actor, `map_batches` over one actor pool for every
+feature set of the run (actors start once, whatever the number of feature sets).
 
 Local by default (`ray.init()` on this machine); `options["address"]` or `RAY_ADDRESS` joins a cluster
 (`ray start --head` on one node, `ray start --address=HEAD:6379` on the others, aver installed on every node).
-Per-extractor resources (`num_cpus`, `num_gpus`) come from the extractor's `resources` params.
+Actor resources (`num_cpus`, `num_gpus`) are the largest any member extractor's `resources` params ask for.
 Work items and results travel pickled so rows come back bit-identical to the other engines.
 """
 from __future__ import annotations
@@ -13,20 +14,21 @@ from typing import Callable
 
 import numpy as np
 
-from pipelines.extractor import Result, build, limit_threads
+from pipelines.extractor import Result, limit_threads
+from pipelines.group import ExtractorGroup, Member
 
 
 class RayExtractor:
-    """One per actor: builds and sets the extractor up once, then processes batches."""
+    """One per actor: builds and sets the extractor group up once, then processes batches of units."""
 
-    def __init__(self, kind: str, params: dict):
-        self.extractor = build(kind, params)
-        limit_threads(self.extractor.resources)
-        self.extractor.setup()
+    def __init__(self, members: list[Member]):
+        self.group = ExtractorGroup(members)
+        limit_threads(self.group.resources)
+        self.group.setup()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        result = self.extractor.process([pickle.loads(b) for b in batch["item"]])
-        return {"result": np.array([pickle.dumps(result)], dtype=object)}
+        results = self.group.process([pickle.loads(b) for b in batch["unit"]])
+        return {"result": np.array([pickle.dumps(results)], dtype=object)}
 
 
 def _init(options: dict) -> None:
@@ -39,14 +41,14 @@ def _init(options: dict) -> None:
              configure_logging=False)
 
 
-def run(kind: str, params: dict, items: list[dict], sink: Callable[[Result], None], options: dict) -> None:
+def run(members: list[Member], units: list[dict], sink: Callable[[dict[str, Result]], None], options: dict) -> None:
     import ray
     _init(options)
     ray.data.DataContext.get_current().enable_progress_bars = bool(options.get("verbose"))
-    resources = build(kind, params).resources
-    ds = ray.data.from_items([{"item": pickle.dumps(it)} for it in items],
-                             override_num_blocks=max(1, min(len(items), 4 * options.get("workers", 2))))
-    ds = ds.map_batches(RayExtractor, fn_constructor_kwargs={"kind": kind, "params": params},
+    resources = ExtractorGroup(members).resources
+    ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units],
+                             override_num_blocks=max(1, min(len(units), 4 * options.get("workers", 2))))
+    ds = ds.map_batches(RayExtractor, fn_constructor_kwargs={"members": members},
                         batch_size=resources.batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=options.get("workers", 2)),
                         num_cpus=resources.num_cpus, num_gpus=resources.num_gpus)

@@ -1,0 +1,50 @@
+"""Several feature sets extracted in one pass: what every engine runs in a worker.
+
+An engine builds one `ExtractorGroup` per worker from `members` — (feature_set, extractor kind, params), upstream
+sets first — and feeds it *units*: one (clip, variant) work item (see pipelines/extractor.py) plus
+  - `feature_sets`: the members this unit still needs, upstream first,
+  - `inputs`: {upstream feature set: row} for upstream rows read from the store.
+A unit's feature sets run one after another in the same process, so they share the decoded media
+(features.audio_io keeps the last clips decoded) and a downstream set (`fer_embedding` after `faces`) gets the row
+its upstream just produced without a round trip through the store. A single feature set is a group of one.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pipelines.extractor import Extractor, Resources, Result, build, failure
+
+Member = tuple[str, str, dict]      # (feature set, extractor kind, extractor params)
+
+
+class ExtractorGroup:
+    def __init__(self, members: list[Member]):
+        self.extractors: dict[str, Extractor] = {fs: build(kind, params) for fs, kind, params in members}
+        res = [e.resources for e in self.extractors.values()]
+        # The worker must fit its most demanding member; batches stay as small as the smallest member asks.
+        self.resources = replace(Resources(), num_cpus=max(r.num_cpus for r in res),
+                                 num_gpus=max(r.num_gpus for r in res), batch_size=min(r.batch_size for r in res))
+
+    def setup(self) -> None:
+        for extractor in self.extractors.values():
+            extractor.setup()
+
+    def process(self, units: list[dict]) -> dict[str, Result]:
+        out = {fs: Result() for fs in self.extractors}
+        for unit in units:
+            produced: dict[str, dict] = {}
+            for fs in unit["feature_sets"]:
+                extractor = self.extractors[fs]
+                inputs = {**(unit.get("inputs") or {}), **produced}
+                lacking = [up for up in extractor.requires if up not in inputs]
+                if lacking:     # the upstream set failed on this clip just now: its ledger row says why
+                    out[fs].failures.append(failure(unit, extractor.kind, f"missing_input:{lacking[0]}",
+                                                    f"{lacking[0]} failed on this clip in the same run"))
+                    continue
+                result = extractor.process([{**unit, "inputs": {up: inputs[up] for up in extractor.requires}}])
+                out[fs].rows += result.rows
+                out[fs].failures += result.failures
+                if result.rows:
+                    produced[fs] = result.rows[0]
+        return out
+
