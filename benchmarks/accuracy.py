@@ -23,8 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _setup import ROOT  # noqa: E402  (first: sys.path and the model registry)
 
 from pipelines.ingest import ingest  # noqa: E402
 from pipelines.manifest import manifest_path  # noqa: E402

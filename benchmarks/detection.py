@@ -8,8 +8,6 @@ random weights since its release asset is not available offline: it measures com
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -18,10 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("AVER_SHARED", ROOT.parent / "shared"))
-os.environ.setdefault("AVER_MODELS_DIR", str(SHARED / "models"))
-sys.path.insert(0, str(ROOT))
+from _setup import SHARED  # noqa: E402  (first: sys.path and the model registry)
 
 from features.retinaface import RetinaFaceDetector  # noqa: E402
 

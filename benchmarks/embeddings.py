@@ -11,19 +11,13 @@ several timed runs after a warm-up.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("AVER_SHARED", ROOT.parent / "shared"))
-os.environ.setdefault("AVER_MODELS_DIR", str(SHARED / "models"))
-sys.path.insert(0, str(ROOT))
+from _setup import SHARED  # noqa: E402  (first: sys.path and the model registry)
 
 from features.mini_xception import preprocess  # noqa: E402
 from pipelines.extractor import build  # noqa: E402

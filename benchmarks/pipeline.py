@@ -38,11 +38,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("AVER_SHARED", ROOT.parent / "shared"))
-os.environ.setdefault("AVER_MODELS_DIR", str(SHARED / "models"))
-os.environ.setdefault("AVER_OFFLINE", "1")
-sys.path.insert(0, str(ROOT))
+from _setup import ROOT, SHARED  # noqa: E402  (first: sys.path and the model registry)
 
 import psutil  # noqa: E402
 import yaml  # noqa: E402

