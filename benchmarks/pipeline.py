@@ -304,7 +304,8 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml", help="feature sets and variants to run")
     ap.add_argument("--workers", type=int, default=2, help="Ray actors / decode processes of the parallel runs")
     ap.add_argument("--small", type=int, default=None, help="smaller corpus size for add-one-clip (default clips/4)")
-    ap.add_argument("--demo-speakers", type=int, default=3, help="demo corpus size for the dvc repro timing")
+    ap.add_argument("--demo-speakers", type=int, default=5,
+                    help="demo speakers for the dvc repro timing (2 pre-train; fusion needs 2 more per fold)")
     ap.add_argument("--demo-takes", type=int, default=1)
     ap.add_argument("--no-repro", action="store_true", help="skip the dvc repro timing")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive script")
