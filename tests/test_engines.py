@@ -15,7 +15,7 @@ import ray
 import yaml
 
 from pipelines.ingest import ingest
-from pipelines.plan import planned_keys, run_extraction
+from pipelines.plan import planned_keys, run_extraction, run_extractions
 from pipelines.store import FeatureStore
 from conftest import shared_path
 
@@ -101,13 +101,15 @@ def test_verify_finds_duplicates_and_missing_rows(corpus):
     assert any(m.startswith("duplicate row") for m in store.verify(FS, "emo").problems)
 
 
-def test_sigkill_mid_run_resumes_with_every_row_once(corpus):
+@pytest.mark.parametrize("sets", [[FS], [FS, "logmel"]], ids=["one_set", "one_pass_two_sets"])
+def test_sigkill_mid_run_resumes_with_every_row_once(corpus, sets):
     tmp, _, params = corpus
-    p = _fresh(params, tmp, "store_kill", chunk_size=2)
+    p = _fresh(params, tmp, f"store_kill_{len(sets)}", chunk_size=2)
+    p["features"]["logmel"] = {"extractor": "logmel", "variants": ["clean", "white_snr10"]}
     params_file = tmp / "kill.yaml"
     params_file.write_text(yaml.safe_dump(p))
     store_dir = Path(p["paths"]["store"]) / FS / "emo"
-    cmd = [sys.executable, "-m", "pipelines.cli", "extract", FS, "--corpus", "emo", "--params", str(params_file)]
+    cmd = [sys.executable, "-m", "pipelines.cli", "extract", *sets, "--corpus", "emo", "--params", str(params_file)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list(store_dir.glob("part-*.parquet")):
@@ -116,11 +118,14 @@ def test_sigkill_mid_run_resumes_with_every_row_once(corpus):
     proc.wait()
     done_before = sum(pq.read_metadata(f).num_rows for f in store_dir.glob("part-*.parquet"))
     assert 0 < done_before < 16, "the kill should land mid-run"
-    s = run_extraction(p, FS, "emo", progress=False)
-    assert s.already_done == done_before and s.extracted == 16 - done_before
+    summaries = {s.feature_set: s for s in run_extractions(p, sets, "emo", progress=False)}
+    assert summaries[FS].already_done == done_before and summaries[FS].extracted == 16 - done_before
     store = FeatureStore(p["paths"]["store"], p["paths"]["manifests"])
-    assert store.verify(FS, "emo", planned_keys(p, FS, "emo")).ok
-    assert [(r["clip_id"], r["variant"]) for r in _rows(p)] == sorted(planned_keys(p, FS, "emo"))
+    for fs in sets:
+        assert summaries[fs].already_done + summaries[fs].extracted == 16
+        assert store.verify(fs, "emo", planned_keys(p, fs, "emo")).ok
+        rows = store.read(fs, "emo").to_pylist()
+        assert sorted((r["clip_id"], r["variant"]) for r in rows) == sorted(planned_keys(p, fs, "emo"))
 
 
 @pytest.mark.cluster
