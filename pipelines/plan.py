@@ -99,23 +99,35 @@ def planned_keys(params: dict, feature_set: str, corpus: str) -> dict[tuple[str,
     return {(i["clip_id"], i["variant"]): i["content_hash"] for i in items + absent}
 
 
-def _attach_inputs(items: list[dict], extractor: Extractor, store: FeatureStore,
+class _StoredRows:
+    """Upstream feature rows of the store, each feature set read once: the row of the item's (clip, variant), else
+    the clip's clean row (an upstream set lacking the variant)."""
+
+    def __init__(self, store: FeatureStore, corpus: str):
+        self.store, self.corpus, self.tables = store, corpus, {}
+
+    def get(self, feature_set: str, item: dict) -> dict | None:
+        if feature_set not in self.tables:
+            self.tables[feature_set] = {(r["clip_id"], r["variant"]): r
+                                        for r in self.store.read(feature_set, self.corpus).to_pylist()}
+        rows = self.tables[feature_set]
+        return rows.get((item["clip_id"], item["variant"])) or rows.get((item["clip_id"], "clean"))
+
+
+def _missing_input(item: dict, extractor: Extractor, feature_set: str, corpus: str) -> dict:
+    return ledger_row(corpus, item["path"], extractor.kind, f"missing_input:{feature_set}",
+                      f"no {feature_set} row for this clip (failed or not extracted yet)", **key_of(item))
+
+
+def _attach_inputs(items: list[dict], extractor: Extractor, stored: _StoredRows,
                    corpus: str) -> tuple[list[dict], list[dict]]:
-    """Join upstream feature rows (clean row when the upstream lacks the variant); report what is missing."""
-    missing = []
-    tables = {fs: {(r["clip_id"], r["variant"]): r for r in store.read(fs, corpus).to_pylist()}
-              for fs in extractor.requires}
-    ready = []
+    """Join upstream feature rows from the store; report what is missing."""
+    ready, missing = [], []
     for item in items:
-        inputs = {}
-        for fs, rows in tables.items():
-            row = rows.get((item["clip_id"], item["variant"])) or rows.get((item["clip_id"], "clean"))
-            if row is None:
-                missing.append(ledger_row(corpus, item["path"], extractor.kind, f"missing_input:{fs}",
-                                          f"no {fs} row for this clip (failed or not extracted yet)",
-                                          **key_of(item)))
-                break
-            inputs[fs] = row
+        inputs = {fs: stored.get(fs, item) for fs in extractor.requires}
+        lacking = [fs for fs, row in inputs.items() if row is None]
+        if lacking:
+            missing.append(_missing_input(item, extractor, lacking[0], corpus))
         else:
             ready.append({**item, "inputs": inputs})
     return ready, missing
@@ -231,30 +243,21 @@ def _units(jobs: list[_Job], store: FeatureStore, corpus: str) -> tuple[list[dic
     units: dict[tuple[str, str], dict] = {}
     deferred: dict[str, list[dict]] = {}
     in_run = {job.feature_set for job in jobs}
-    stored: dict[str, dict] = {}
+    stored = _StoredRows(store, corpus)
     for job in jobs:
         ready, missing = [], []
         for item in job.todo:
             key = (item["clip_id"], item["variant"])
-            unit = units.get(key)
-            inputs = {}
-            for up in job.extractor.requires:
-                if unit is not None and up in unit["feature_sets"]:
-                    continue
-                if up not in stored:
-                    stored[up] = {(r["clip_id"], r["variant"]): r for r in store.read(up, corpus).to_pylist()}
-                row = stored[up].get(key) or stored[up].get((item["clip_id"], "clean"))
-                if row is None:
-                    break
-                inputs[up] = row
-            else:
+            chained = units[key]["feature_sets"] if key in units else []
+            inputs = {up: stored.get(up, item) for up in job.extractor.requires if up not in chained}
+            lacking = [up for up, row in inputs.items() if row is None]
+            if not lacking:
                 ready.append((key, item, inputs))
-                continue
-            (deferred.setdefault(job.feature_set, []) if up in in_run else missing).append(item)
-        if missing:     # upstream not extracted at all: the same ledger rows a run of this set alone writes
-            _, rows = _attach_inputs(missing, job.extractor, store, corpus)
-            store.write_ledger(job.feature_set, corpus, rows, job.meta)
-            job.summary.failed += len(rows)
+            elif lacking[0] in in_run:
+                deferred.setdefault(job.feature_set, []).append(item)
+            else:           # upstream not extracted at all: the same ledger rows a run of this set alone writes
+                missing.append(_missing_input(item, job.extractor, lacking[0], corpus))
+        store.write_ledger(job.feature_set, corpus, missing, job.meta)
         for key, item, inputs in ready:
             unit = units.setdefault(key, {**item, "feature_sets": [], "inputs": {}})
             unit["feature_sets"].append(job.feature_set)
@@ -296,10 +299,10 @@ def run_extractions(params: dict, feature_sets: list[str], corpus: str, engine: 
         if units:
             _run_pass(params, jobs, units, store, corpus, engine, options, bar)
         later = [job for job in jobs if job.feature_set in deferred]
+        stored = _StoredRows(store, corpus)       # read after the first pass: it holds that pass's rows
         for job in later:
-            job.todo, missing = _attach_inputs(deferred[job.feature_set], job.extractor, store, corpus)
+            job.todo, missing = _attach_inputs(deferred[job.feature_set], job.extractor, stored, corpus)
             store.write_ledger(job.feature_set, corpus, missing, job.meta)
-            job.summary.failed += len(missing)
         later = [job for job in later if job.todo]
         if later:
             second = [{**item, "feature_sets": [job.feature_set]} for job in later for item in job.todo]

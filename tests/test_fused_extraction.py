@@ -70,6 +70,7 @@ def separate(corpus):
     summaries = [run_extraction(params, fs, "c", progress=False) for fs in ("faces", "fer_embedding", "logmel",
                                                                             "egemaps")]
     assert all(s.extracted for s in summaries)
+    assert [s.failed for s in summaries] == [1, 2, 0, 0]
     return _contents(params)
 
 
@@ -78,6 +79,8 @@ def test_fused_run_matches_separate_runs(corpus, separate):
     params = _params(tmp, root, "store_fused")
     summaries = run_extractions(params, SETS, "c", progress=False)
     assert [s.feature_set for s in summaries] == ["faces", "fer_embedding", "logmel", "egemaps"]
+    # new ledger rows, each counted once (modality_absent rows are planned facts, not failures)
+    assert [s.failed for s in summaries] == [1, 2, 0, 0]
     fused = _contents(params)
     assert fused == separate
     faces_ledger, fer_ledger = fused["faces"][1], fused["fer_embedding"][1]
