@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipelines.extractor import ClipError
+from pipelines.extractor import ClipError, column, upstream_row
 
 # ArcFace / insightface template for a 112x112 crop: image-left eye, image-right eye, nose tip, mouth corners.
 ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -68,9 +68,11 @@ def decode_image(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
-def face_crops(crops, times, found, convert) -> tuple[np.ndarray, list[float]]:
-    """Crops of a `faces` row where a face was found, each through `convert(encoded) -> array | None`, and their
-    frame times; a row whose lists disagree, an undecodable crop, or no face at all is a `ClipError`."""
+def face_crops(item: dict, convert) -> tuple[np.ndarray, list[float]]:
+    """Crops of the item's `faces` row where a face was found, each through `convert(encoded) -> array | None`, and
+    their frame times; no row, a row whose lists disagree, an undecodable crop, or no face at all is a `ClipError`."""
+    row = upstream_row(item, "faces")
+    crops, times, found = (column(row, name) for name in ("crops", "frame_times", "face_found"))
     if not (len(crops) == len(times) == len(found)):
         raise ClipError("bad_input", f"faces row has {len(crops)} crops, {len(times)} frame_times and "
                                      f"{len(found)} face_found values")

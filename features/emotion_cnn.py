@@ -206,19 +206,6 @@ F32 = pa.list_(pa.float32())
 I32 = pa.list_(pa.int32())
 
 
-def upstream_row(item: dict, feature_set: str) -> dict:
-    row = (item.get("inputs") or {}).get(feature_set)
-    if row is None:
-        raise ClipError(f"missing_input:{feature_set}", f"no row of the `{feature_set}` feature set for this clip")
-    return row
-
-
-def column(row: dict, name: str) -> list:
-    """A list column of an upstream row (a list, or a numpy array when it came through pandas); [] when null."""
-    value = row.get(name)
-    return [] if value is None else list(value)
-
-
 class CheckpointEmbedding(BaseExtractor):
     """An extractor embedding a clip's units (face frames, log-mel windows) with a pre-trained checkpoint.
 

@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from features.alignment import face_crops
-from features.emotion_cnn import CheckpointEmbedding, column, face_array, upstream_row
+from features.emotion_cnn import CheckpointEmbedding, face_array
 
 
 class FaceEmotionEmbedding(CheckpointEmbedding):
@@ -23,9 +23,6 @@ class FaceEmotionEmbedding(CheckpointEmbedding):
     defaults: ClassVar[dict] = {**CheckpointEmbedding.defaults, "checkpoint": "models/face_cnn"}
 
     def units(self, item: dict) -> tuple[tuple[np.ndarray, ...], list[float]]:
-        row = upstream_row(item, "faces")
-        crops, times, found = (column(row, name) for name in ("crops", "frame_times", "face_found"))
         arch = self.info["arch"]
-        faces, face_times = face_crops(crops, times, found,
-                                       lambda crop: face_array(crop, arch["input_size"], arch["grayscale"]))
+        faces, face_times = face_crops(item, lambda crop: face_array(crop, arch["input_size"], arch["grayscale"]))
         return (faces,), face_times

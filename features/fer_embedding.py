@@ -17,7 +17,7 @@ import torch
 
 from features.alignment import face_crops
 from features.mini_xception import CLASSES, EMBED_DIM, INPUT_SIZE, MiniXception, load_model, preprocess
-from pipelines.extractor import BaseExtractor, ClipError
+from pipelines.extractor import BaseExtractor
 from pipelines.weights import fetch
 
 WEIGHTS = "fer_mini_xception_fer2013"
@@ -31,12 +31,6 @@ def gray64(encoded: bytes) -> np.ndarray | None:
         return None
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     return cv2.resize(gray, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
-
-
-def _column(row, name: str) -> list:
-    """A list column of an upstream row (a dict of lists, or of numpy arrays when it came through pandas)."""
-    value = row.get(name)
-    return [] if value is None else list(value)
 
 
 class FerEmbedding(BaseExtractor):
@@ -67,14 +61,6 @@ class FerEmbedding(BaseExtractor):
             raise RuntimeError(f"{self.kind}: device {device!r} requested but CUDA is not available")
         self.model = load_model(fetch(WEIGHTS), device)
 
-    def _faces(self, item: dict) -> tuple[np.ndarray, list[float]]:
-        """The clip's face crops as [N,64,64] uint8 and their frame times."""
-        row = (item.get("inputs") or {}).get("faces")
-        if row is None:
-            raise ClipError("missing_input:faces", "no row of the `faces` feature set for this clip")
-        crops, times, found = (_column(row, name) for name in ("crops", "frame_times", "face_found"))
-        return face_crops(crops, times, found, gray64)
-
     @torch.inference_mode()
     def embed(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[N,64,64] uint8 faces -> (embeddings [N,128], probabilities [N,7]), batched on the model's device."""
@@ -89,7 +75,7 @@ class FerEmbedding(BaseExtractor):
     def extract(self, item: dict) -> dict:
         if self.model is None:
             self.setup()
-        faces, times = self._faces(item)
+        faces, times = face_crops(item, gray64)
         emb, probs = self.embed(faces)
         mean_probs = probs.mean(axis=0)
         return {

@@ -12,9 +12,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from features.emotion_cnn import (MIN_FRAMES, CheckpointEmbedding, column, logmel_windows, upstream_row,
-                                  window_mask)
-from pipelines.extractor import ClipError
+from features.emotion_cnn import MIN_FRAMES, CheckpointEmbedding, logmel_windows, window_mask
+from pipelines.extractor import ClipError, column, upstream_row
 
 
 class SpeechEmotionEmbedding(CheckpointEmbedding):

@@ -98,6 +98,20 @@ class BaseExtractor:
         return out
 
 
+def upstream_row(item: dict, feature_set: str) -> dict:
+    """The item's row of an upstream feature set it `requires` (a ClipError when the planner found none)."""
+    row = (item.get("inputs") or {}).get(feature_set)
+    if row is None:
+        raise ClipError(f"missing_input:{feature_set}", f"no row of the `{feature_set}` feature set for this clip")
+    return row
+
+
+def column(row: dict, name: str) -> list:
+    """A list column of an upstream row (a list, or a numpy array when it came through pandas); [] when null."""
+    value = row.get(name)
+    return [] if value is None else list(value)
+
+
 def key_of(item: dict) -> dict:
     return {"clip_id": item["clip_id"], "variant": item["variant"], "content_hash": item["content_hash"]}
 
