@@ -346,7 +346,7 @@ def noop_repro(work: Path, speakers: int, takes: int) -> dict:
 
 
 # ---- report -------------------------------------------------------------------------------------------------------
-def row(name: str, workers, mon: Monitor | Total, media_s: float, rss: str = "") -> str:
+def row(name: str, workers, mon: Monitor | Total | Naive, media_s: float, rss: str = "") -> str:
     return (f"| {name} | {workers} | {mon.wall:.1f} | {mon.cpu:.1f} | {mon.wall / media_s:.4f} | "
             f"{mon.cpu / media_s:.4f} | {rss} |")
 
