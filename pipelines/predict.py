@@ -26,7 +26,7 @@ from pipelines.extractor import Extractor, build, failure, full_schema
 from pipelines.probe import ProbeError, probe, segment_hash
 from pipelines.store import KEY, LABEL_COLUMNS
 from training.data import Frame
-from training.models import load_model
+from training.models import ModelLoadError, load_model
 from training.run import needed_feature_sets
 
 MODALITIES = ("audio", "video")
@@ -233,6 +233,10 @@ def predict_file(path: str | Path, model_dir: str | Path | None = None, params: 
     if not used:
         raise PredictError(f"model {saved.name!r} reads {' and '.join(saved.modalities)}; {path.name} has only "
                            f"{' and '.join(available)}")
+    try:        # before any extraction: a folder aver did not write is refused (its files are never executed)
+        model = load_model(saved.directory)
+    except ModelLoadError as e:
+        raise PredictError(str(e)) from None
     plan = feature_plan(saved, params, used)
     items = window_items(path.resolve(), facts, windows(float(facts["duration"]), window, hop))
     rows, failures = extract(plan, items)
@@ -247,7 +251,7 @@ def predict_file(path: str | Path, model_dir: str | Path | None = None, params: 
 
     classes = list(saved.info["classes"])
     frame = Frame(store_layout(items, plan, rows), classes, saved.info.get("modalities") or {}, None)
-    proba = np.asarray(load_model(saved.directory).predict_proba(frame, modalities=used), np.float64)
+    proba = np.asarray(model.predict_proba(frame, modalities=used), np.float64)
     faces = {r["clip_id"]: r for r in rows.get("faces", [])}
     timeline = []
     for item, p, mods in zip(items, proba, window_modalities):

@@ -129,7 +129,7 @@ def test_padding_does_not_change_outputs(fitted, frames, name):
 def test_save_load_round_trip_gives_identical_probabilities(fitted, frames, tmp_path, name):
     _, test = frames
     model = fitted[name]
-    save_model(model, tmp_path / name, {"name": name, "classes": CLASSES})
+    save_model(model, tmp_path / name, {"name": name, "classes": CLASSES, "params": FAST})
     loaded = load_model(tmp_path / name)
     np.testing.assert_array_equal(loaded.predict_proba(test), model.predict_proba(test))
     np.testing.assert_array_equal(loaded.predict_proba(test, ("audio",)), model.predict_proba(test, ("audio",)))

@@ -1,5 +1,6 @@
 """Training and evaluation from the feature store: Frame inputs, models beating chance, fusion, outputs, no media."""
 import json
+import pickle
 import shutil
 
 import numpy as np
@@ -12,7 +13,7 @@ from pipelines.manifest import MANIFEST_SCHEMA, manifest_path, to_table, write_a
 from pipelines.store import FeatureStore
 from conftest import shared_path
 from training.data import Frame, names_of, speaker_zscore
-from training.models import MODELS, EmotionModel, build, load_model
+from training.models import ModelLoadError, build, load_model, save_model
 from training.run import train_and_evaluate
 
 CLASSES = ["happy", "angry", "sad", "neutral"]
@@ -119,14 +120,84 @@ def test_speaker_zscore_removes_speaker_offsets():
     assert z[:2, 1] == pytest.approx([0, 0]) and np.isnan(z[2:, 1]).all()
 
 
-def test_registry_models_follow_the_interface():
-    for name in ("lgbm_audio", "svm_concat", "fusion_avg"):
-        params = {"members": ["lgbm_audio"]} if name.startswith("fusion") else {}
-        model = build(name, params, CLASSES)
-        assert isinstance(model, EmotionModel) and model.name == name
-    assert callable(MODELS["lgbm_video"])
+def test_registry_builds_each_kind_under_its_run_name():
+    model = build("my_lgbm", {"model": "lgbm_video", "normalize": "global"}, CLASSES)
+    assert (type(model).__name__, model.name, model.modalities) == ("LGBMModel", "my_lgbm", ("video",))
+    assert model.inputs.normalize == "global" and "normalize" not in model.lgbm_params
+    fusion = build("fusion_avg", {"members": ["lgbm_audio", "svm_video"]}, CLASSES)
+    assert [m.name for m in fusion.members] == ["lgbm_audio", "svm_video"] and fusion.modalities == ("audio", "video")
     with pytest.raises(KeyError, match="unknown model"):
         build("nope", {}, CLASSES)
+
+
+SAVED_KINDS = {"lgbm_concat": FAST, "svm_concat": {"normalize": "global"},
+               "fusion_avg": {"members": {"lgbm_audio": FAST, "svm_video": {}}, "weights": "tune"},
+               "fusion_stack": {"members": {"lgbm_audio": FAST, "lgbm_video": FAST}, "inner_folds": 2}}
+
+
+@pytest.mark.parametrize("name", sorted(SAVED_KINDS))
+def test_saved_models_are_data_only_and_predict_identically(tmp_path, name):
+    store = synthetic_corpus(tmp_path, n_speakers=4, per_class=4)
+    frame = Frame(store.load(["synth_audio", "synth_video"], ["syn"], ("clean",)), CLASSES, SYN_CFG["modalities"])
+    model = build(name, SAVED_KINDS[name], CLASSES)
+    model.fit(frame)
+    save_model(model, tmp_path / "saved", {"name": name, "classes": CLASSES, "params": SAVED_KINDS[name]})
+    files = [p for p in (tmp_path / "saved").rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} <= {".json", ".npz", ".txt"}, files      # no pickle, no joblib
+    for npz in (p for p in files if p.suffix == ".npz"):
+        np.load(npz, allow_pickle=False)                                     # plain arrays only
+    loaded = load_model(tmp_path / "saved")
+    for modalities in (("audio", "video"), ("audio",)):
+        assert np.array_equal(loaded.predict_proba(frame, modalities), model.predict_proba(frame, modalities))
+
+
+class Payload:
+    """Unpickling this creates `marker`: the proof that a pickle in a model folder would run code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_crafted_model_folder_cannot_run_code(tmp_path, monkeypatch):
+    alive = tmp_path / "alive"
+    pickle.loads(pickle.dumps(Payload(alive)))
+    assert alive.exists()                                    # the payload is live when unpickled
+    marker = tmp_path / "pwned"
+    info = {"name": "x", "classes": CLASSES, "params": {}}
+    pickled = tmp_path / "pickled"                           # an older aver's layout: joblib + loader
+    pickled.mkdir()
+    (pickled / "model.joblib").write_bytes(pickle.dumps(Payload(marker)))
+    (pickled / "model.json").write_text(json.dumps({**info, "loader": "joblib"}))
+    module = tmp_path / "module"                             # a loader naming a module shipped in the folder
+    module.mkdir()
+    (module / "evil_model.py").write_text(f"open({str(marker)!r}, 'w')\nclass Model:\n    pass\n")
+    (module / "model.json").write_text(json.dumps({**info, "loader": "evil_model:Model"}))
+    monkeypatch.syspath_prepend(str(module))
+    for folder, said in ((pickled, "loader 'joblib'"), (module, "loader 'evil_model:Model'")):
+        with pytest.raises(ModelLoadError, match="refusing to load") as error:
+            load_model(folder)
+        assert said in str(error.value) and "aver train" in str(error.value)
+    # a registered kind whose data files hold a pickle: torch's weights_only and npz's allow_pickle refuse it
+    torch_dir = tmp_path / "torch"
+    torch_dir.mkdir()
+    (torch_dir / "net.json").write_text(json.dumps({"columns": {}, "dims": {"audio": 6}}))
+    (torch_dir / "net.pt").write_bytes(pickle.dumps(Payload(marker), protocol=2))
+    (torch_dir / "model.json").write_text(json.dumps({**info, "kind": "temporal",
+                                                      "params": {"features": {"audio": {"synth_audio": ["*"]}}}}))
+    sklearn_dir = tmp_path / "sklearn"
+    sklearn_dir.mkdir()
+    (sklearn_dir / "model.json").write_text(json.dumps({**info, "kind": "svm_audio"}))
+    np.save(sklearn_dir / "svm.npy", np.array([Payload(marker)], dtype=object), allow_pickle=True)
+    (sklearn_dir / "svm.npz").write_bytes((sklearn_dir / "svm.npy").read_bytes())
+    import sklearn
+    (sklearn_dir / "svm.json").write_text(json.dumps({"sklearn": sklearn.__version__, "state": {"array": "a0"}}))
+    for folder in (torch_dir, sklearn_dir):
+        with pytest.raises(ModelLoadError, match="cannot load .* pickled Python objects"):
+            load_model(folder)
+    assert not marker.exists()
 
 
 # ---- synthetic end to end ----------------------------------------------------------------------------------------

@@ -4,15 +4,19 @@ A model is built by `build(name, params, classes)` from its registry name and it
 training `Frame` (training/data.py) and asked for class probabilities on a test `Frame`. `MODELS` maps a name to a
 factory `(params, classes) -> EmotionModel`; `lazy("module:attr")` defers the import so torch models cost nothing
 until used.
+
+A saved model folder never runs code when loaded: `model.json` names a model kind of `MODELS` (never an importable
+path), the model is rebuilt from the registry with its params, then restores its fitted state from files that hold
+data only (LightGBM text models, torch state dicts read with `weights_only`, JSON + npz arrays).
 """
 from __future__ import annotations
 
 import importlib
 import json
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
-import joblib
 import numpy as np
 
 if TYPE_CHECKING:
@@ -28,13 +32,18 @@ class EmotionModel(Protocol):
     `modalities` in `predict_proba` names the modalities available at test time: a model must ignore the inputs of
     the others (treat them as missing), so the same fitted model can be evaluated with a modality dropped.
     Optional: an attribute `modalities: tuple[str, ...]` (which inputs it uses; fusion skips members that have none
-    available) and `save(dir)` / classmethod `load(dir)` (default: joblib of the whole object).
+    available). `save(dir)` writes the fitted state as data only; `restore(dir)`, on an instance built from the same
+    registry name and params, reads it back.
     """
     name: str
 
     def fit(self, train: "Frame", valid: "Frame | None" = None) -> None: ...
 
     def predict_proba(self, test: "Frame", modalities: tuple[str, ...] = MODALITIES) -> np.ndarray: ...
+
+    def save(self, directory: Path) -> None: ...
+
+    def restore(self, directory: Path) -> None: ...
 
 
 class RegressionModel(Protocol):
@@ -108,21 +117,39 @@ def model_modalities(model: object) -> tuple[str, ...]:
     return tuple(getattr(model, "modalities", MODALITIES))
 
 
-def save_model(model: object, directory: Path, info: dict) -> None:
-    """Persist a fitted model plus `model.json` (name, classes, params) for `aver predict`."""
+class ModelLoadError(ValueError):
+    """A model folder aver will not or cannot load, said in one line."""
+
+
+def save_model(model: EmotionModel, directory: Path, info: dict) -> None:
+    """Persist a fitted model plus `model.json` (name, kind, classes, params) for `aver predict`."""
     directory.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "save"):
-        model.save(directory)
-        info = {**info, "loader": f"{type(model).__module__}:{type(model).__name__}"}
-    else:
-        joblib.dump(model, directory / "model.joblib")
-        info = {**info, "loader": "joblib"}
-    (directory / "model.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
+    model.save(directory)
+    kind = (info.get("params") or {}).get("model", info["name"])
+    (directory / "model.json").write_text(json.dumps({**info, "kind": kind}, indent=2, sort_keys=True, default=str))
 
 
-def load_model(directory: Path) -> object:
-    info = json.loads((Path(directory) / "model.json").read_text())
-    if info["loader"] == "joblib":
-        return joblib.load(Path(directory) / "model.joblib")
-    module, cls = info["loader"].split(":")
-    return getattr(importlib.import_module(module), cls).load(Path(directory))
+def load_model(directory: Path) -> EmotionModel:
+    """The model saved in `directory`: rebuilt from the registry by the kind `model.json` names, then restored from
+    data files. Raises `ModelLoadError` for a folder aver did not write (e.g. a pickled model or a module path)."""
+    directory = Path(directory)
+    try:
+        info = json.loads((directory / "model.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{directory} has no readable model.json ({e})") from None
+    kind = info.get("kind") if isinstance(info, dict) else None
+    if not isinstance(kind, str) or kind not in MODELS:
+        found = f"kind {kind!r}" if kind is not None else f"loader {info.get('loader')!r}" if isinstance(info, dict) \
+            else "no kind"
+        raise ModelLoadError(f"refusing to load {directory}: its model.json names {found}, not one of aver's model "
+                             f"kinds ({', '.join(sorted(MODELS))}). aver loads only folders it wrote, and never "
+                             "unpickles or imports code from a model folder: re-train with `aver train`")
+    try:
+        model = build(str(info["name"]), {**(info.get("params") or {}), "model": kind}, list(info["classes"]))
+        model.restore(directory)
+    except Exception as e:      # corrupt or foreign files: one line for the user
+        reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+        if isinstance(e, pickle.UnpicklingError) or "allow_pickle" in str(e):   # torch / numpy refusing a pickle
+            reason = "a data file holds pickled Python objects, which could run code, so it was not read"
+        raise ModelLoadError(f"cannot load the {kind} model in {directory}: {reason}") from None
+    return model

@@ -13,6 +13,7 @@ distribution (stacking), so a fused model degrades gracefully when a modality is
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -21,6 +22,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from training.data import Frame
 from training.metrics import classification
 from training.models import MODALITIES, EmotionModel, build, model_modalities
+from training.models.state import read_state, write_state
 from training.models.tabular import full_proba
 
 
@@ -58,6 +60,21 @@ class _Fusion:
 
     def _member_probas(self, test: Frame, modalities: tuple[str, ...]) -> list[np.ndarray | None]:
         return [m.predict_proba(test, modalities) if _usable(m, modalities) else None for m in self.members]
+
+    # members are rebuilt from the fusion's own params (the registry), each restored from its folder
+    def _member_dirs(self, directory: Path) -> list[Path]:
+        return [Path(directory) / "members" / f"{i}-{m.name}" for i, m in enumerate(self.members)]
+
+    def save(self, directory: Path) -> None:
+        for member, path in zip(self.members, self._member_dirs(directory)):
+            path.mkdir(parents=True, exist_ok=True)
+            member.save(path)
+        write_state(directory, "fusion", self._state())
+
+    def restore(self, directory: Path) -> None:
+        for member, path in zip(self.members, self._member_dirs(directory)):
+            member.restore(path)
+        self._restore(read_state(directory, "fusion"))
 
 
 class AverageFusion(_Fusion):
@@ -99,6 +116,13 @@ class AverageFusion(_Fusion):
         return sum(w * p for w, p in used) / total
 
 
+    def _state(self) -> dict:
+        return {"weights": self.weights}
+
+    def _restore(self, state: dict) -> None:
+        self.weights = state["weights"]
+
+
 class StackingFusion(_Fusion):
     def fit(self, train: Frame, valid: Frame | None = None) -> None:
         k = len(self.classes)
@@ -114,6 +138,12 @@ class StackingFusion(_Fusion):
         uniform = np.full((len(test), len(self.classes)), 1 / len(self.classes))
         x = np.hstack([uniform if p is None else p for p in self._member_probas(test, modalities)])
         return full_proba(self.stacker.predict_proba(x), self.stacker.classes_, len(self.classes))
+
+    def _state(self) -> dict:
+        return {"stacker": self.stacker}
+
+    def _restore(self, state: dict) -> None:
+        self.stacker = state["stacker"]
 
 
 def fusion_avg(params: dict, classes: list[str]) -> AverageFusion:

@@ -7,11 +7,14 @@ set: globs}, override the train section's selection), `normalize` (none | global
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightgbm as lgb
 import numpy as np
 
 from training.data import Frame
 from training.models import MODALITIES
+from training.models.state import read_state, write_state
 from training.models.tabular import TabularInputs, full_proba
 
 DEFAULTS = {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 10,
@@ -28,12 +31,17 @@ def _split_params(params: dict, modalities: tuple[str, ...]) -> tuple[TabularInp
     return inputs, stopping, {**DEFAULTS, **params}
 
 
+def _threads(params: dict) -> int:
+    return int(params.get("n_jobs") or 0)      # 0: LightGBM's default
+
+
 def _callbacks(stopping: int | None) -> list:
     return [lgb.early_stopping(int(stopping), verbose=False)] if stopping else []
 
 
 class LGBMModel:
-    """Gradient-boosted trees; missing inputs (NaN) are handled natively by LightGBM."""
+    """Gradient-boosted trees; missing inputs (NaN) are handled natively by LightGBM. Saved as LightGBM's own text
+    model (no code runs on loading), and predicted from that booster whether fitted or loaded."""
 
     def __init__(self, params: dict, classes: list[str], modalities: tuple[str, ...]):
         self.name, self.classes = "lgbm", classes
@@ -42,16 +50,29 @@ class LGBMModel:
 
     def fit(self, train: Frame, valid: Frame | None = None) -> None:
         x = self.inputs.fit_transform(train)
-        self.estimator = lgb.LGBMClassifier(**self.lgbm_params)
+        estimator = lgb.LGBMClassifier(**self.lgbm_params)
         extra = {}
         if valid is not None and len(valid) and self.stopping:
             extra = {"eval_set": [(self.inputs.transform(valid), valid.y)],
                      "eval_sample_weight": [valid.weights], "callbacks": _callbacks(self.stopping)}
-        self.estimator.fit(x, train.y, sample_weight=train.weights, **extra)
+        estimator.fit(x, train.y, sample_weight=train.weights, **extra)
+        self.booster, self.seen = estimator.booster_, estimator.classes_
 
     def predict_proba(self, test: Frame, modalities: tuple[str, ...] = MODALITIES) -> np.ndarray:
-        proba = self.estimator.predict_proba(self.inputs.transform(test, modalities))
-        return full_proba(proba, self.estimator.classes_, len(self.classes))
+        # what LGBMClassifier.predict_proba returns: the booster's probabilities, two columns for a binary task
+        proba = self.booster.predict(self.inputs.transform(test, modalities), num_threads=_threads(self.lgbm_params))
+        proba = proba if proba.ndim == 2 else np.column_stack([1.0 - proba, proba])
+        return full_proba(proba, self.seen, len(self.classes))
+
+    def save(self, directory: Path) -> None:
+        self.booster.save_model(Path(directory) / "lgbm.txt")
+        write_state(directory, "inputs", {"inputs": self.inputs.state(), "seen": self.seen})
+
+    def restore(self, directory: Path) -> None:
+        state = read_state(directory, "inputs")
+        self.inputs.restore(state["inputs"])
+        self.seen = state["seen"]
+        self.booster = lgb.Booster(model_file=Path(directory) / "lgbm.txt")
 
 
 class LGBMRegressor:

@@ -9,6 +9,8 @@ frame gives the same columns. Inputs of modalities unavailable at test time beco
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.impute import SimpleImputer
@@ -18,6 +20,7 @@ from sklearn.svm import SVC
 
 from training.data import Frame, Layout, normalisation_groups, speaker_zscore
 from training.models import MODALITIES
+from training.models.state import read_state, write_state
 
 NORMALISE = ("none", "global", "speaker")
 
@@ -40,6 +43,15 @@ class TabularInputs:
         if self.normalize == "global":
             self._scaler = StandardScaler().fit(x)
         return self._normalised(frame, x)
+
+    def state(self) -> dict:
+        """What a fitted instance adds to its constructor arguments (the layouts and the scaler)."""
+        return {"layouts": {m: [list(c) for c in layout] for m, layout in self.layouts.items()},
+                "scaler": self._scaler}
+
+    def restore(self, state: dict) -> None:
+        self.layouts = {m: tuple((str(c), int(w)) for c, w in layout) for m, layout in state["layouts"].items()}
+        self._scaler = state["scaler"]
 
     def transform(self, frame: Frame, available: tuple[str, ...] = MODALITIES) -> np.ndarray:
         return self._normalised(frame, self._raw(frame, available))
@@ -92,6 +104,14 @@ class SVMModel:
     def predict_proba(self, test: Frame, modalities: tuple[str, ...] = MODALITIES) -> np.ndarray:
         proba = self.pipeline.predict_proba(self.inputs.transform(test, modalities))
         return full_proba(proba, self.pipeline.classes_, len(self.classes))
+
+    def save(self, directory: Path) -> None:
+        write_state(directory, "svm", {"inputs": self.inputs.state(), "pipeline": self.pipeline})
+
+    def restore(self, directory: Path) -> None:
+        state = read_state(directory, "svm")
+        self.inputs.restore(state["inputs"])
+        self.pipeline = state["pipeline"]
 
 
 def svm_audio(params: dict, classes: list[str]) -> SVMModel:

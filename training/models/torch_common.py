@@ -399,24 +399,19 @@ class TorchModel:
             raise TypeError(f"{self.name or type(self).__name__} is a classifier: use predict_proba()")
         return self._outputs(test, modalities)
 
-    # -- persistence (model.json belongs to training.models.save_model)
+    # -- persistence: the state dict (read with weights_only, which refuses pickled objects) and plain JSON
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        torch.save(self.net.state_dict(), directory / "net.pt")
-        info = {"name": self.name, "params": self.params, "classes": self.classes, "columns": self.columns,
-                "dims": self.dims}
-        (directory / "net.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+        torch.save(self.net.state_dict(), Path(directory) / "net.pt")
+        (Path(directory) / "net.json").write_text(json.dumps({"columns": self.columns, "dims": self.dims},
+                                                            indent=2, sort_keys=True))
 
-    @classmethod
-    def load(cls, directory: Path) -> "TorchModel":
-        directory = Path(directory)
-        info = json.loads((directory / "net.json").read_text())
-        model = cls(info["params"], info["classes"])
-        model.name, model.columns, model.dims = info["name"], info["columns"], info["dims"]
-        state = torch.load(directory / "net.pt", map_location=model.params["device"], weights_only=True)
-        n_out = len(model.targets) if model.regression else len(model.classes)
-        model.net = model.build(model.dims, n_out)
-        model.net.load_state_dict(state)
-        model.net.to(model.params["device"]).eval()
-        return model
+    def restore(self, directory: Path) -> None:
+        """The fitted network saved in `directory` into this instance (built from the same params)."""
+        info = json.loads((Path(directory) / "net.json").read_text())
+        self.columns = {m: [str(c) for c in cols] for m, cols in info["columns"].items()}
+        self.dims = {m: int(d) for m, d in info["dims"].items()}
+        state = torch.load(Path(directory) / "net.pt", map_location=self.params["device"], weights_only=True)
+        n_out = len(self.targets) if self.regression else len(self.classes)
+        self.net = self.build(self.dims, n_out)
+        self.net.load_state_dict(state)
+        self.net.to(self.params["device"]).eval()
