@@ -5,7 +5,9 @@ Lookup order for `fetch(name)`:
   2. the cache `$AVER_CACHE/models/<name>/<file>` (default `~/.cache/aver/models`),
   3. download from the official URL into the cache (skipped when `AVER_OFFLINE=1`).
 A file found anywhere must match its sha256; a missing file offline raises `WeightsUnavailable` saying
-which file is needed and where to put it.
+which file is needed and where to put it. A registry entry without a published sha256 (ternaus' ResNet-50
+RetinaFace: only a 9-digit prefix, f168fae3c, in its file name) is refused unless the user accepts it by name:
+`AVER_UNVERIFIED_WEIGHTS=retinaface_resnet50` (comma-separated names).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ class ModelSpec:
     name: str
     file: str
     url: str | None
-    sha256: str | None          # None only where upstream publishes no fixed file
+    sha256: str | None          # None where upstream publishes no hash: refused unless named in UNVERIFIED_ENV
     licence: str
     package: str | None = None  # "package:subdir" of a pip package that ships the file
 
@@ -52,6 +54,9 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
 ]}
 
 
+UNVERIFIED_ENV = "AVER_UNVERIFIED_WEIGHTS"
+
+
 class WeightsUnavailable(RuntimeError):
     pass
 
@@ -69,7 +74,13 @@ def sha256_of(path: Path) -> str:
 
 
 def _checked(spec: ModelSpec, path: Path) -> Path:
-    if spec.sha256 and sha256_of(path) != spec.sha256:
+    if spec.sha256 is None:
+        if spec.name in os.environ.get(UNVERIFIED_ENV, "").replace(" ", "").split(","):
+            return path
+        raise WeightsUnavailable(f"{path} cannot be verified: aver's registry has no published sha256 for "
+                                 f"{spec.name} (sha256 of this file: {sha256_of(path)}). If you trust it, accept it "
+                                 f"by name: {UNVERIFIED_ENV}={spec.name}")
+    if sha256_of(path) != spec.sha256:
         raise WeightsUnavailable(f"{path} does not match the sha256 registered for {spec.name} "
                                  f"({spec.sha256}); delete it or replace it with the official file")
     return path
@@ -91,7 +102,11 @@ def _download(spec: ModelSpec, dest: Path) -> None:
     with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp, \
             urllib.request.urlopen(spec.url, timeout=60) as resp:
         shutil.copyfileobj(resp, tmp)
-    _checked(spec, Path(tmp.name))
+    try:
+        _checked(spec, Path(tmp.name))
+    except WeightsUnavailable:
+        Path(tmp.name).unlink()
+        raise
     Path(tmp.name).replace(dest)
 
 
@@ -116,4 +131,5 @@ def fetch(name: str) -> Path:
         reason = "offline (AVER_OFFLINE=1)" if spec.url else f"pip package {spec.package.split(':')[0]} missing"
     raise WeightsUnavailable(
         f"weights {spec.name!r} ({spec.file}) not available: {reason}. Put the file at "
-        f"{cached} or at $AVER_MODELS_DIR/{spec.name}/{spec.file}" + (f" (source: {spec.url})" if spec.url else ""))
+        f"{cached} or at $AVER_MODELS_DIR/{spec.name}/{spec.file}" + (f" (source: {spec.url})" if spec.url else "")
+        + ("" if spec.sha256 else f"; it has no published sha256, so also set {UNVERIFIED_ENV}={spec.name}"))

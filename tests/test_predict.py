@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import pickle
 import shutil
 
 import numpy as np
@@ -200,4 +201,22 @@ def test_unreadable_files_give_a_one_line_error(run, tmp_path, kind):
     message = str(error.value)
     expected = {"missing": "unreadable", "empty": "empty_file", "truncated": "undecodable", "not_media": "undecodable"}
     assert "\n" not in message and message.startswith(f"cannot use {clip}: {expected[kind]}")
+    assert not list(tmp_path.glob("*.timeline.*"))
+
+
+def test_a_model_folder_from_elsewhere_is_refused_before_any_code_of_it_runs(run, tmp_path):
+    """A copy of a saved model whose model.json points at a pickle: refused in one line, the pickle never read."""
+    folder = tmp_path / "models" / "lgbm_audio"
+    shutil.copytree(run["models"] / "lgbm_audio", folder)
+    info = json.loads((folder / "model.json").read_text())
+    marker = tmp_path / "pwned"
+    payload = b"cbuiltins\nopen\n(S'%s'\nS'w'\ntR." % str(marker).encode()          # pickle: open(marker, "w")
+    pickle.loads(payload.replace(b"pwned", b"alive"))
+    assert (tmp_path / "alive").exists()                                         # the payload is live
+    (folder / "model.joblib").write_bytes(payload)
+    (folder / "model.json").write_text(json.dumps({**{k: v for k, v in info.items() if k != "kind"},
+                                                   "loader": "joblib"}))
+    with pytest.raises(PredictError, match="refusing to load .* never unpickles") as error:
+        predict_file(run["root"] / "demo" / "spk01_happy_t1.mp4", folder, run["params"], out_dir=tmp_path)
+    assert "\n" not in str(error.value) and not marker.exists()
     assert not list(tmp_path.glob("*.timeline.*"))

@@ -51,3 +51,32 @@ def test_download_goes_to_cache_and_is_verified(monkeypatch, tmp_path):
     path = fetch(spec.name)
     assert path == tmp_path / "cache" / "models" / spec.name / spec.file
     assert sha256_of(path) == spec.sha256
+
+
+def test_weights_without_a_registered_sha256_need_the_users_explicit_consent(monkeypatch, tmp_path):
+    """The ResNet-50 RetinaFace has no published sha256: its file is refused unless named in the override."""
+    spec = MODELS["retinaface_resnet50"]
+    assert spec.sha256 is None
+    placed = tmp_path / spec.name / spec.file
+    placed.parent.mkdir()
+    placed.write_bytes(b"someone's weights")
+    monkeypatch.setenv("AVER_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv(weights.UNVERIFIED_ENV, "efficientat_mn04_as")         # consent for another file only
+    with pytest.raises(WeightsUnavailable, match="no published sha256") as err:
+        fetch(spec.name)
+    assert f"{weights.UNVERIFIED_ENV}={spec.name}" in str(err.value) and sha256_of(placed) in str(err.value)
+    monkeypatch.setenv(weights.UNVERIFIED_ENV, f"efficientat_mn04_as, {spec.name}")
+    assert fetch(spec.name) == placed
+
+
+def test_an_unverifiable_download_is_refused_and_not_cached(monkeypatch, tmp_path):
+    src = shared_path("models", "pfld68_cunjian", "pfld.onnx")
+    spec = weights.ModelSpec("unhashed", "pfld.onnx", src.as_uri(), None, "test")
+    monkeypatch.setitem(MODELS, spec.name, spec)
+    monkeypatch.setenv("AVER_MODELS_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("AVER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("AVER_OFFLINE", raising=False)
+    monkeypatch.delenv(weights.UNVERIFIED_ENV, raising=False)
+    with pytest.raises(WeightsUnavailable, match="no published sha256"):
+        fetch(spec.name)
+    assert not any((tmp_path / "cache").rglob("*.*"))
