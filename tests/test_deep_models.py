@@ -10,7 +10,7 @@ from pipelines.manifest import MANIFEST_SCHEMA, manifest_path, to_table, write_a
 from pipelines.store import FeatureStore
 from training.data import Frame
 from training.models import build, build_regressor, load_model, save_model
-from training.models.torch_common import load_sequences, resolve_columns, shorten
+from training.models.torch_inputs import load_sequences, resolve_columns, shorten
 
 CLASSES = ["angry", "happy", "neutral", "sad"]
 AROUSAL = {"angry": 1, "happy": 1, "neutral": -1, "sad": -1}

@@ -14,12 +14,9 @@ filter, for the train stage to apply to its table (docs/pretrain.md).
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +24,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from features.emotion_cnn import (build_net, face_array, logmel_windows, read_checkpoint_info, save_checkpoint,
-                                  window_mask)
+from features.emotion_cnn import build_net, read_checkpoint_info, save_checkpoint, window_mask
 from pipelines.config import load_params, paths
 from pipelines.manifest import read_manifest
 from pipelines.store import FeatureStore
-from training.models.torch_common import torch_threads
+from training.trainer import class_weights, torch_threads, train_loop
+from training.pretrain_samples import (Samples, augment_faces, face_samples, load_clips, logmel_statistics,
+                                       speech_samples, split_speakers)
 from training.splits import Fold, SpeakerOverlapError, assert_disjoint, make_folds, resolve_labels, select_labels
 
 log = logging.getLogger("aver.pretrain")
@@ -53,7 +51,6 @@ DEFAULTS = {
              "out": "models/face_cnn"},
     "speech": {**COMMON, "feature_set": "logmel", "window": 100, "hop": 50, "out": "models/speech_cnn"},
 }
-UPSTREAM_COLUMNS = {"face": ["crops", "face_found"], "speech": ["logmel", "logmel_shape"]}
 
 
 # ---- configuration -------------------------------------------------------------------------------------------
@@ -131,102 +128,6 @@ def check_pretrain_leakage(pretrain_speakers, eval_cfg: dict, manifests: Path) -
     return folds
 
 
-# ---- samples ------------------------------------------------------------------------------------------------
-@dataclass
-class Samples:
-    """Network inputs of the pre-training clips: one row per face frame or log-mel window."""
-    x: np.ndarray               # [N, C, S, S] faces or [N, n_mels, window] log-mel windows
-    lengths: np.ndarray | None  # valid frames of each window (speech only)
-    y: np.ndarray               # class index
-    speakers: np.ndarray
-
-    def take(self, idx: np.ndarray) -> "Samples":
-        return Samples(self.x[idx], None if self.lengths is None else self.lengths[idx], self.y[idx],
-                       self.speakers[idx])
-
-
-def face_samples(df: pd.DataFrame, column: str, cfg: dict, y: np.ndarray) -> Samples:
-    """Up to `frames_per_clip` evenly spaced face crops per clip."""
-    xs, ys, speakers = [], [], []
-    for crops, label, speaker, clip_id in zip(df[f"{column}.crops"], y, df["speaker"], df["clip_id"]):
-        present = [i for i, c in enumerate(crops) if c is not None and len(c)]
-        picks = np.unique(np.linspace(0, len(present) - 1, min(len(present), cfg["frames_per_clip"])).round()
-                          .astype(int)) if present else []
-        for i in picks:
-            face = face_array(bytes(crops[present[i]]), cfg["input_size"], cfg["grayscale"])
-            if face is None:
-                log.warning("%s: face crop %d does not decode; skipped", clip_id, present[i])
-                continue
-            xs.append(face), ys.append(label), speakers.append(speaker)
-    if not xs:
-        raise ValueError("pretrain face: no decodable face crop in the pre-training clips")
-    return Samples(np.stack(xs), None, np.array(ys), np.array(speakers))
-
-
-def speech_samples(df: pd.DataFrame, column: str, cfg: dict, y: np.ndarray) -> Samples:
-    """Every log-mel window (`window` frames every `hop`) of every clip."""
-    xs, lengths, ys, speakers = [], [], [], []
-    for values, shape, label, speaker, clip_id in zip(df[f"{column}.logmel"], df[f"{column}.logmel_shape"], y,
-                                                      df["speaker"], df["clip_id"]):
-        logmel = np.asarray(values, np.float32).reshape([int(s) for s in shape])
-        if not np.isfinite(logmel).all():
-            log.warning("%s: log-mel has non-finite values; skipped", clip_id)
-            continue
-        windows, valid, _ = logmel_windows(logmel, cfg["window"], cfg["hop"])
-        xs.append(windows), lengths.append(valid)
-        ys += [label] * len(windows)
-        speakers += [speaker] * len(windows)
-    return Samples(np.concatenate(xs), np.concatenate(lengths), np.array(ys), np.array(speakers))
-
-
-def load_clips(store: FeatureStore, cfg: dict, which: str, speakers: list[str],
-               label_sets: dict) -> tuple[pd.DataFrame, list[str]]:
-    """Clean upstream rows of the declared speakers with a label in the pre-training label set, and the classes."""
-    fs = cfg["feature_set"]
-    df = store.load([fs], list(cfg["corpora"]), ("clean",), columns={fs: UPSTREAM_COLUMNS[which]})
-    main = f"{fs}.{UPSTREAM_COLUMNS[which][0]}"
-    if main not in df:
-        raise ValueError(f"pretrain {which}: the store has no {fs} rows for {cfg['corpora']}: "
-                         f"run `aver extract {fs}` first")
-    df = df[df["speaker"].isin(speakers) & df[main].notna()]
-    classes = resolve_labels(cfg["labels"], df["emotion"], label_sets)
-    df = select_labels(df, classes)
-    unused = sorted(set(speakers) - set(df["speaker"]))
-    if cfg["speakers"] is not None and unused:
-        raise ValueError(f"pretrain {which}: declared speakers without labelled {fs} rows: {unused}")
-    if df["emotion"].nunique() < 2:
-        raise ValueError(f"pretrain {which}: need at least two classes, have {sorted(set(df['emotion']))}")
-    return df, classes
-
-
-def split_speakers(speakers: list[str], n_valid: int, seed: int) -> tuple[list[str], list[str]]:
-    """(training speakers, validation speakers): `n_valid` whole speakers drawn with the seed."""
-    if n_valid and len(speakers) <= n_valid:
-        raise ValueError(f"pretrain: {len(speakers)} speaker(s) {speakers} cannot leave {n_valid} for validation "
-                         "and still train; declare more speakers or set valid_speakers: 0")
-    valid = sorted(np.random.default_rng(seed).choice(speakers, n_valid, replace=False).tolist()) if n_valid else []
-    return [s for s in speakers if s not in valid], valid
-
-
-def logmel_statistics(samples: Samples) -> tuple[np.ndarray, np.ndarray]:
-    """Per-mel-bin mean and std over the valid frames of the training windows."""
-    valid = np.arange(samples.x.shape[2])[None, :] < samples.lengths[:, None]
-    frames = samples.x.transpose(0, 2, 1)[valid]
-    return frames.mean(axis=0), frames.std(axis=0)
-
-
-def augment_faces(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random shifts (up to 1/16 of the crop) and horizontal flips: the expression, not its pixels, is the label."""
-    n, _, size, _ = x.shape
-    pad = max(1, size // 16)
-    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="edge")
-    dx, dy = rng.integers(0, 2 * pad + 1, (2, n))
-    out = np.stack([padded[i, :, dy[i]:dy[i] + size, dx[i]:dx[i] + size] for i in range(n)])
-    flip = rng.random(n) < 0.5
-    out[flip] = out[flip][..., ::-1]
-    return out
-
-
 def forward(net: nn.Module, samples: Samples, idx: np.ndarray, x: np.ndarray | None = None):
     """(logits, embeddings) of the samples `idx` (inputs `x` replace theirs, e.g. augmented faces)."""
     x = torch.from_numpy(np.ascontiguousarray(samples.x[idx] if x is None else x))
@@ -251,13 +152,6 @@ def recalibrate_batchnorm(net: nn.Module, samples: Samples, batch_size: int) -> 
         m.momentum = momentum
 
 
-def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
-    """Inverse class frequency ("balanced"); a class absent from training weighs 0."""
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    weight = np.where(counts > 0, counts.sum() / ((counts > 0).sum() * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(weight, dtype=torch.float32)
-
-
 @torch.no_grad()
 def evaluate(net: nn.Module, samples: Samples, criterion) -> tuple[float, float]:
     """(loss, UAR over the classes present) of the samples, in eval mode."""
@@ -271,40 +165,19 @@ def evaluate(net: nn.Module, samples: Samples, criterion) -> tuple[float, float]
 
 def train_net(net: nn.Module, train: Samples, valid: Samples | None, cfg: dict,
               n_classes: int) -> tuple[list[dict], int]:
-    """Class-weighted cross-entropy, AdamW; keeps the epoch with the lowest validation loss. (history, best epoch)"""
+    """Class-weighted cross-entropy with the shared loop (training/trainer.py): faces are augmented per batch, and
+    BatchNorm statistics recomputed after every epoch. (history, best epoch)"""
     criterion = nn.CrossEntropyLoss(weight=class_weights(train.y, n_classes))
-    opt = torch.optim.AdamW(net.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
-    rng = np.random.default_rng(int(cfg["seed"]))
-    history, best, best_state, best_epoch, stale = [], math.inf, None, 0, 0
-    for epoch in range(1, int(cfg["epochs"]) + 1):
-        net.train()
-        order, total = rng.permutation(len(train.y)), 0.0
-        for start in range(0, len(order), int(cfg["batch_size"])):
-            idx = order[start:start + int(cfg["batch_size"])]
-            if len(idx) < 2:        # BatchNorm needs two samples
-                continue
-            x = augment_faces(train.x[idx], rng) if train.lengths is None else None
-            loss = criterion(forward(net, train, idx, x)[0], torch.from_numpy(train.y[idx]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        recalibrate_batchnorm(net, train, int(cfg["batch_size"]))
-        row = {"epoch": epoch, "train_loss": total / len(order)}
-        if valid is not None:
-            row["valid_loss"], row["valid_uar"] = evaluate(net, valid, criterion)
-            if row["valid_loss"] < best - 1e-4:
-                best, best_state, best_epoch, stale = row["valid_loss"], copy.deepcopy(net.state_dict()), epoch, 0
-            else:
-                stale += 1
-        history.append(row)
-        log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "epoch"))
-        if valid is not None and stale >= int(cfg["patience"]):
-            break
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    net.eval()
-    return history, best_epoch or len(history)
+
+    def batch_loss(idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        x = augment_faces(train.x[idx], rng) if train.lengths is None else None
+        return criterion(forward(net, train, idx, x)[0], torch.from_numpy(train.y[idx]))
+
+    def validate() -> dict:
+        return dict(zip(("valid_loss", "valid_uar"), evaluate(net, valid, criterion)))
+
+    return train_loop(net, len(train.y), batch_loss, cfg, validate if valid is not None else None,
+                      after_epoch=lambda: recalibrate_batchnorm(net, train, int(cfg["batch_size"])))
 
 
 def architecture(which: str, cfg: dict, n_classes: int, samples: Samples) -> dict:
@@ -341,6 +214,8 @@ def pretrain(params: dict, which: str) -> Path:
         if which == "speech":
             net.set_normalisation(*logmel_statistics(train))
         history, best_epoch = train_net(net, train, valid, cfg, len(classes))
+    log.info("pretrain %s: kept epoch %d of %d (%s)", which, best_epoch, len(history),
+             ", ".join(f"{k} {v:.3f}" for k, v in history[best_epoch - 1].items() if k != "epoch"))
     upstream = {c: store.info(cfg["feature_set"], c) for c in cfg["corpora"]}
     clip_ids = sorted(df["clip_id"])
     info = {

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.models.torch_common import AttentionPool, Batch, FusionNet, TorchModel
+from training.models.torch_common import AttentionPool, FusionNet, TorchModel
+from training.models.torch_inputs import Batch
 
 
 class AudioCNN(nn.Module):

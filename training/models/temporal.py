@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from training.models.torch_common import AttentionPool, Batch, FusionNet, TorchModel
+from training.models.torch_common import AttentionPool, FusionNet, TorchModel
+from training.models.torch_inputs import Batch
 
 
 class GRUEncoder(nn.Module):

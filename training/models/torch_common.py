@@ -1,21 +1,10 @@
-"""What the torch fusion models (fbp, temporal, vavl) share: sequence inputs from the store, padded batches with
-masks, attention pooling, the training loop with early stopping, and save/load.
-
-Param `features` names, per modality, the store columns forming its sequence, in the train stage's style
-(modality -> feature set -> column globs): `{"audio": {"logmel": ["logmel"]}, "video": {"fer_embedding": ["emb"]}}`.
-Each column holds per clip a flattened 2-D array with a `<column>_shape` companion (its time axis given per feature
-set by `time_axis`, e.g. `{"logmel": 1}`: log-mel is stored [n_mels, frames]), or a 1-D per-frame series (one
-feature). Several columns are stacked along features (resampled to the first one's length). A null cell is a
-missing modality.
+"""What the torch fusion models (fbp, temporal, vavl) share: attention pooling, input normalisation, the CCC loss
+and the estimator wrapper (fit with the shared training loop of training/trainer.py, predict, save/restore).
+Their inputs come from the store through training/models/torch_inputs.py (see there for the `features` param).
 """
 from __future__ import annotations
 
-import contextlib
-import copy
-import fnmatch
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -27,6 +16,8 @@ from torch import nn
 
 from training.data import Frame
 from training.models import MODALITIES
+from training.models.torch_inputs import Batch, collate, feature_dim, load_sequences, resolve_columns
+from training.trainer import class_weights, torch_threads, train_loop
 
 COMMON_DEFAULTS: dict = {
     "features": {},                 # modality -> {feature set: column globs}; each model has its own default
@@ -47,115 +38,6 @@ COMMON_DEFAULTS: dict = {
     "device": "cpu",
     "threads": 1,                   # torch CPU threads while fitting/predicting: these nets are too small to gain
 }
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run with n torch CPU threads, then restore: tiny ops lose more to thread overhead than they gain."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-# ---- inputs from the store ---------------------------------------------------------------------------------
-def _is_sequence_column(series: pd.Series) -> bool:
-    first = next((v for v in series if isinstance(v, (list, np.ndarray))), None)
-    return first is not None and np.asarray(first).dtype.kind in "fiub"
-
-
-def resolve_columns(df: pd.DataFrame, features: dict[str, list[str]]) -> list[str]:
-    """The store columns of {feature set: globs}: per-frame sequence columns only (no `_shape`/`_times`, scalars)."""
-    cols: list[str] = []
-    for feature_set, globs in features.items():
-        names = [c for c in df.columns if c.startswith(feature_set + ".")]
-        hits = [c for c in names if any(fnmatch.fnmatchcase(c[len(feature_set) + 1:], g) for g in globs)
-                and not c.endswith(("_shape", "_times")) and _is_sequence_column(df[c])]
-        if not hits:
-            raise ValueError(f"no per-frame sequence column of {feature_set!r} matches {globs}; "
-                             f"its columns: {[c[len(feature_set) + 1:] for c in names][:30]}")
-        cols += [c for c in hits if c not in cols]
-    return cols
-
-
-def _resample(x: np.ndarray, length: int) -> np.ndarray:
-    """Linear interpolation in time so series sampled at different rates line up."""
-    src = np.linspace(0.0, 1.0, len(x))
-    dst = np.linspace(0.0, 1.0, length)
-    return np.stack([np.interp(dst, src, x[:, j]) for j in range(x.shape[1])], axis=1).astype(np.float32)
-
-
-def shorten(x: np.ndarray, max_frames: int) -> np.ndarray:
-    """Average-pool frames in windows so that at most `max_frames` remain (NaN-aware)."""
-    if len(x) <= max_frames:
-        return x
-    starts = np.arange(0, len(x), math.ceil(len(x) / max_frames))
-    finite = np.isfinite(x)
-    total = np.add.reduceat(np.where(finite, x, 0.0), starts, axis=0)
-    count = np.add.reduceat(finite, starts, axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (total / count).astype(np.float32)
-
-
-def load_sequences(frame: Frame, modality: str, columns: list[str], time_axis: dict[str, int],
-                   max_frames: int) -> list[np.ndarray | None]:
-    """Per row, the modality's [T, D] sequence; None where the store has no data for it (or lacks the column)."""
-    per_column = []
-    for c in columns:
-        if c not in frame.df.columns:     # e.g. a corpus without this feature set: the modality is missing
-            per_column.append([None] * len(frame))
-            continue
-        feature_set, column = c.split(".", 1)
-        seqs = frame.sequence(modality, feature_set, column, int(time_axis.get(feature_set, 0)))
-        per_column.append([s if len(s) else None for s in seqs])
-    out: list[np.ndarray | None] = []
-    for parts in zip(*per_column):
-        if any(p is None for p in parts):
-            out.append(None)
-            continue
-        length = len(parts[0])
-        x = np.concatenate([p if len(p) == length else _resample(p, length) for p in parts], axis=1)
-        x = x[~np.isnan(x).all(axis=1)]      # frames with no value at all (e.g. no face) carry nothing
-        out.append(shorten(x, max_frames) if len(x) else None)
-    return out
-
-
-def feature_dim(seqs: list[np.ndarray | None], modality: str) -> int:
-    dims = {s.shape[1] for s in seqs if s is not None}
-    if not dims:
-        raise ValueError(f"no training row has {modality} data: check the {modality} columns in the model params")
-    if len(dims) > 1:
-        raise ValueError(f"{modality} sequences have different feature sizes {sorted(dims)}")
-    return dims.pop()
-
-
-# ---- batches ------------------------------------------------------------------------------------------------
-@dataclass
-class Batch:
-    x: dict[str, torch.Tensor]         # modality -> [B, T, D], zero padded (NaN kept for InputNorm)
-    mask: dict[str, torch.Tensor]      # modality -> [B, T] bool, True on real frames
-    present: dict[str, torch.Tensor]   # modality -> [B] bool, the clip has this modality
-    y: torch.Tensor | None = None
-
-
-def collate(seqs: dict[str, list[np.ndarray | None]], idx: np.ndarray, dims: dict[str, int],
-            use: tuple[str, ...], y: np.ndarray | None, device: str) -> Batch:
-    """Pad the rows `idx` into a Batch; modalities outside `use` are passed as missing."""
-    x, mask, present = {}, {}, {}
-    for m, rows in seqs.items():
-        items = [rows[i] if m in use else None for i in idx]
-        lengths = [0 if s is None else len(s) for s in items]
-        pad = np.zeros((len(idx), max(1, max(lengths)), dims[m]), dtype=np.float32)
-        for j, s in enumerate(items):
-            if s is not None:
-                pad[j, :len(s)] = s
-        x[m] = torch.from_numpy(pad).to(device)
-        mask[m] = (torch.arange(pad.shape[1])[None, :] < torch.tensor(lengths)[:, None]).to(device)
-        present[m] = mask[m].any(dim=1)
-    target = None if y is None else torch.as_tensor(y[idx]).to(device)
-    return Batch(x, mask, present, target)
 
 
 # ---- building blocks -----------------------------------------------------------------------------------------
@@ -231,10 +113,9 @@ def inner_split(df: pd.DataFrame, fraction: float, seed: int) -> tuple[np.ndarra
     return train, valid
 
 
-def _batches(n: int, size: int, rng: np.random.Generator | None):
-    order = rng.permutation(n) if rng is not None else np.arange(n)
+def _chunks(n: int, size: int):
     for start in range(0, n, size):
-        yield order[start:start + size]
+        yield np.arange(start, min(start + size, n))
 
 
 class TorchModel:
@@ -290,11 +171,8 @@ class TorchModel:
     def _criterion(self, y: np.ndarray):
         if self.regression:
             return ccc_loss
-        weight = None
-        if self.params["class_weight"] == "balanced":
-            counts = np.bincount(y, minlength=len(self.classes)).astype(np.float32)
-            weight = np.where(counts > 0, counts.sum() / (max(1, (counts > 0).sum()) * np.maximum(counts, 1)), 0.0)
-            weight = torch.tensor(weight, dtype=torch.float32, device=self.params["device"])
+        balanced = self.params["class_weight"] == "balanced"
+        weight = class_weights(y, len(self.classes)).to(self.params["device"]) if balanced else None
         return nn.CrossEntropyLoss(weight=weight)
 
     # -- fit / predict
@@ -326,39 +204,17 @@ class TorchModel:
             for m, s in seqs.items():
                 self.net.norm[m].fit(s)
             self._set_fallback(y)
-            self._train(seqs, y, vseqs, vy, self._criterion(y))
+            criterion, device = self._criterion(y), self.params["device"]
+
+            def batch_loss(idx: np.ndarray, _rng) -> torch.Tensor:
+                return self.net.loss(collate(seqs, idx, self.dims, self.modalities, y, device), criterion)
+
+            validate = (lambda: {"valid_loss": self._valid_loss(vseqs, vy, criterion)}) if len(vy) >= 2 else None
+            train_loop(self.net, len(y), batch_loss, self.params, validate, clip_grad=5.0)
 
     def _set_fallback(self, y: np.ndarray) -> None:
         fallback = y.mean(axis=0) if self.regression else np.bincount(y, minlength=len(self.classes)) / len(y)
         self.net.fallback.copy_(torch.tensor(fallback, dtype=torch.float32))
-
-    def _train(self, seqs, y, vseqs, vy, criterion) -> None:
-        p, net = self.params, self.net
-        opt = torch.optim.AdamW(net.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
-        rng = np.random.default_rng(int(p["seed"]))
-        best, best_state, stale = math.inf, None, 0
-        for _ in range(int(p["epochs"])):
-            net.train()
-            for idx in _batches(len(y), int(p["batch_size"]), rng):
-                if len(idx) < 2:        # batch statistics (CCC, variance) need two rows
-                    continue
-                loss = net.loss(collate(seqs, idx, self.dims, self.modalities, y, p["device"]), criterion)
-                opt.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-                opt.step()
-            if len(vy) < 2:
-                continue
-            score = self._valid_loss(vseqs, vy, criterion)
-            if score < best - 1e-4:
-                best, best_state, stale = score, copy.deepcopy(net.state_dict()), 0
-            else:
-                stale += 1
-                if stale >= int(p["patience"]):
-                    break
-        if best_state is not None:
-            net.load_state_dict(best_state)
-        net.eval()
 
     @torch.no_grad()
     def _valid_loss(self, seqs, y, criterion) -> float:
@@ -369,7 +225,7 @@ class TorchModel:
     @torch.no_grad()
     def _forward(self, seqs, n: int, use: tuple[str, ...]) -> torch.Tensor:
         outs = [self.net(collate(seqs, idx, self.dims, use, None, self.params["device"]))
-                for idx in _batches(n, 64, None)]
+                for idx in _chunks(n, 64)]
         return torch.cat(outs) if outs else torch.zeros(0, len(self.net.fallback))
 
     @torch.no_grad()

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.models.torch_common import Batch, FusionNet, TorchModel
+from training.models.torch_common import FusionNet, TorchModel
+from training.models.torch_inputs import Batch
 
 
 def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
