@@ -98,10 +98,9 @@ def train(params_file: Path = ParamsOpt) -> None:
 
 @app.command()
 def evaluate(params_file: Path = ParamsOpt) -> None:
-    """Compute metrics and plot data from the training predictions."""
+    """Compute every metric and the plot data from the training predictions (`<runs>/metrics.json`)."""
     from training.stages import evaluate_stage
-    metrics = evaluate_stage(load_params(params_file))
-    console.print_json(json.dumps(metrics, default=float))
+    _metrics_table(evaluate_stage(load_params(params_file)))
 
 
 @app.command()
@@ -110,12 +109,21 @@ def metrics(params_file: Path = ParamsOpt) -> None:
     path = paths(load_params(params_file))["runs"] / "metrics.json"
     if not path.exists():
         raise UserError(f"{path} does not exist yet: run `dvc repro` (or `aver train && aver evaluate`)")
-    m = json.loads(path.read_text())
-    extra = sorted({k for v in m["models"].values() for k in v if k.startswith("uar_") and k != "uar_std"})
-    rows = [[name, f"{v['uar']:.3f} ± {v['uar_std']:.3f}", f"{v['wa']:.3f}", f"{v['f1']:.3f}",
-             *[f"{v[k]:.3f}" if k in v else "-" for k in extra]] for name, v in m["models"].items()]
+    _metrics_table(json.loads(path.read_text()))
+
+
+def _metrics_table(m: dict) -> None:
+    """UAR mean ± std, WA, macro-F1 and the UAR of every robustness variant, per model."""
+    extra = sorted({v for model in m["models"].values() for v in model.get("robustness") or {}})
+
+    def num(block: dict | None, key: str = "mean") -> str:
+        value = (block or {}).get(key)
+        return "-" if value is None else f"{value:.3f}"
+    rows = [[name, f"{num(v['uar'])} ± {num(v['uar'], 'std')}", num(v["wa"]), num(v["f1"]),
+             *[num((v.get("robustness") or {}).get(k, {}).get("uar")) for k in extra]]
+            for name, v in m["models"].items()]
     _table(f"{m['split']} over {m['n_folds']} folds, {m['n_clips']} clips", ["model", "UAR", "WA", "macro-F1",
-           *[k.replace("uar_", "UAR ") for k in extra]], rows)
+           *[f"UAR {k}" for k in extra]], rows)
 
 
 @app.command()

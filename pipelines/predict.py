@@ -52,10 +52,11 @@ class SavedModel:
 
 # ---- which model ----------------------------------------------------------------------------------------------
 def load_saved(directory: Path) -> SavedModel:
-    """A model folder `<run>/models/<name>/` with its UAR from `<run>/metrics.json` (when present)."""
+    """A model folder `<run>/models/<name>/` with its UAR from the run's metrics.json (when present): `<run>/` for a
+    `train_and_evaluate` folder, its parent for the DVC layout (`runs/train/models/`, `runs/metrics.json`)."""
     directory = Path(directory)
-    metrics_path = directory.parent.parent / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    found = [p / "metrics.json" for p in directory.resolve().parents[1:3] if (p / "metrics.json").exists()]
+    metrics = json.loads(found[0].read_text()) if found else {}
     uar = ((metrics.get("models") or {}).get(directory.name) or {}).get("uar") or {}
     return SavedModel(directory.name, directory, json.loads((directory / "model.json").read_text()), uar.get("mean"))
 

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import torch
 
 from pipelines.extractor import KEY_FIELDS
 from pipelines.manifest import MANIFEST_SCHEMA, manifest_path, to_table, write_atomic
@@ -11,6 +12,7 @@ from pipelines.store import FeatureStore
 from training.data import Frame
 from training.models import build, build_regressor, load_model, save_model
 from training.models.torch_inputs import load_sequences, resolve_columns, shorten
+from training.trainer import train_loop
 
 CLASSES = ["angry", "happy", "neutral", "sad"]
 AROUSAL = {"angry": 1, "happy": 1, "neutral": -1, "sad": -1}
@@ -204,3 +206,28 @@ def test_bad_params_are_rejected():
         build("fbp", {"target": "valence"}, CLASSES)
     with pytest.raises(ValueError, match="needs `features`"):
         build("vavl", {"features": {"audio": {"logmel": ["logmel"]}}}, CLASSES)
+
+
+def test_the_shared_training_loop_keeps_the_best_epoch_and_stops_after_patience():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    x, target = torch.randn(10, 3), torch.randn(10, 1)
+    losses = iter([3.0, 2.0, 2.5, 1.99995, 2.6, 9.0])   # epoch 4 is not lower by more than 1e-4
+    seen: list[dict] = []
+
+    def validate():
+        seen.append({k: v.clone() for k, v in net.state_dict().items()})
+        return {"valid_loss": next(losses)}
+
+    def batch_loss(idx, rng):
+        return ((net(x[idx]) - target[idx]) ** 2).mean()
+    cfg = {"epochs": 6, "batch_size": 3, "lr": 0.1, "weight_decay": 0.0, "patience": 3, "seed": 0}
+    history, best = train_loop(net, 10, batch_loss, cfg, validate)
+    assert best == 2 and [h["epoch"] for h in history] == [1, 2, 3, 4, 5] and not net.training
+    assert all(torch.equal(v, seen[1][k]) for k, v in net.state_dict().items())      # epoch 2's weights
+    assert not torch.equal(seen[1]["weight"], seen[4]["weight"])
+    # without validation every epoch runs and the last weights stay; batches of one row are skipped
+    steps = []
+    history, best = train_loop(net, 10, lambda idx, rng: steps.append(len(idx)) or batch_loss(idx, rng),
+                               {**cfg, "epochs": 2}, None)
+    assert best == 2 and len(history) == 2 and steps == [3, 3, 3] * 2

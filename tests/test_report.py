@@ -101,7 +101,7 @@ def pipeline(tmp_path_factory):
         run_extraction(params, "egemaps_functionals", corpus, progress=False)
     params["train"] = {"corpora": ["emodb"], "split": {"kind": "loso"}, "models": MODELS}
     train_stage(params)             # <runs>/train/, as `aver train`
-    evaluate_stage(params)          # <runs>/metrics.json (compact DVC metrics) and <runs>/plots/, as `aver evaluate`
+    evaluate_stage(params)          # <runs>/metrics.json (every metric, once) and <runs>/plots/, as `aver evaluate`
     return {"root": root, "params": params, "report": write_report(params)}
 
 
@@ -112,7 +112,7 @@ def page(pipeline):
 
 def test_report_is_written_where_the_cli_says(pipeline, page):
     assert pipeline["report"] == pipeline["root"] / "runs" / "report" / "index.html"
-    # one training run: runs/train; the evaluate stage's compact runs/metrics.json is not mistaken for another
+    # one training run: its metrics in runs/metrics.json (runs/train holds predictions and models, no metrics)
     assert sorted(t for t in page.tables if t.startswith("models-table")) == ["models-table-1"]
 
 
@@ -149,9 +149,9 @@ def test_coverage_is_rows_over_planned_keys(page):
 
 
 def test_metrics_tables_match_the_training_outputs(pipeline, page):
-    run = pipeline["root"] / "runs" / "train"
-    metrics = json.loads((run / "metrics.json").read_text())
-    folds = json.loads((run / "folds.json").read_text())
+    metrics = json.loads((pipeline["root"] / "runs" / "metrics.json").read_text())
+    folds = metrics["folds"]
+    assert not (pipeline["root"] / "runs" / "train" / "metrics.json").exists()     # metrics are computed once
     models = {attrs["data-model"]: cells for attrs, cells in page.rows("models-table-1")}
     assert sorted(models) == sorted(MODELS)
     for name, cells in models.items():
@@ -187,12 +187,13 @@ def test_missing_pieces_show_notes_instead_of_failing(tmp_path):
 def test_a_run_without_folds_still_reports_its_metrics(pipeline, tmp_path):
     runs = tmp_path / "runs"
     (runs / "only_metrics").mkdir(parents=True)
-    shutil.copy(pipeline["root"] / "runs" / "train" / "metrics.json", runs / "only_metrics")
+    metrics = json.loads((pipeline["root"] / "runs" / "metrics.json").read_text())
+    (runs / "only_metrics" / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "folds"}))
     params = {"paths": {**pipeline["params"]["paths"], "runs": str(runs)}, "features": FEATURES}
     html = write_report(params).read_text()
     page = Tables(html)
     assert sorted(a["data-model"] for a, _ in page.rows("models-table-1")) == sorted(MODELS)
-    assert "No folds.json" in html and "folds-table-1" not in page.tables
+    assert "has no per-fold metrics" in html and "folds-table-1" not in page.tables
 
 
 def test_report_renders_in_headless_chromium(pipeline, tmp_path):

@@ -221,9 +221,18 @@ def test_outputs(synthetic_run):
     metrics, out, store = synthetic_run
     assert metrics["n_folds"] == 6 and metrics["n_clips"] == 6 * 4 * 5 - 1 and metrics["n_excluded"] == 1
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    folds = json.loads((out / "folds.json").read_text())
-    assert [f["test_speakers"] for f in folds] == [[f"syn/s{i}"] for i in range(6)]
+    assert json.loads((out / "run.json").read_text())["classes"] == metrics["classes"] == CLASSES
+    folds = json.loads((out / "folds.json").read_text())                 # what the train step knew: no metrics
+    assert [f["test_speakers"] for f in folds] == [[f"syn/s{i}"] for i in range(6)] and "models" not in folds[0]
+    assert [f["test_speakers"] for f in metrics["folds"]] == [f["test_speakers"] for f in folds]
     pred = pd.read_parquet(out / "predictions.parquet")
+    # the per-fold metrics are those of the fold's predictions, and their mean is the model's summary
+    rows = pred[(pred["fold"] == folds[2]["fold"]) & (pred["model"] == "lgbm_video") & (pred["variant"] == "clean")]
+    fold_metrics = metrics["folds"][2]["models"]["lgbm_video"]["clean"]
+    assert fold_metrics["n"] == len(rows) and fold_metrics["wa"] == pytest.approx((rows["true"] == rows["pred"]).mean())
+    assert metrics["models"]["lgbm_video"]["uar"]["mean"] == pytest.approx(
+        np.mean([f["models"]["lgbm_video"]["clean"]["uar"] for f in metrics["folds"]]))
+    assert set(metrics["folds"][0]["regression"]["lgbm_reg_concat"]) == {"valence", "arousal"}
     assert {"clip_id", "fold", "model", "variant", "true", "pred", "probs"} <= set(pred.columns)
     clean = pred[(pred["model"] == "lgbm_audio") & (pred["variant"] == "clean")]
     assert len(clean) == 119 and clean["clip_id"].is_unique

@@ -2,7 +2,7 @@
 
 Sections: clips / speakers / labels per corpus (manifests); ledger rows by reason (ingest ledgers, every store
 ledger, train ledgers); feature coverage per feature set x corpus (store rows / planned keys); and per training
-run found under `paths.runs` (a folder with `metrics.json`, see training/run.py): model comparison (UAR mean ± std
+run found under `paths.runs` (a folder with `metrics.json`, see training/evaluate.py): model comparison (UAR mean ± std
 over folds), metrics per model and per fold, confusion matrices and per-class recall (pooled over folds, clean
 test clips). A missing piece (nothing ingested, no training run yet) shows a note instead.
 """
@@ -63,8 +63,9 @@ def ledger_summary(manifest_dir: Path, store: FeatureStore, runs: list[Path]) ->
         for corpus in store.corpora(feature_set):
             rows += _reason_rows(feature_set, corpus, store.read(feature_set, corpus, "ledger").to_pydict())
     for run in runs:
-        if (run / "ledger.parquet").exists():
-            ledger = pq.read_table(run / "ledger.parquet").to_pydict()
+        path = train_outputs(run) / "ledger.parquet"
+        if path.exists():
+            ledger = pq.read_table(path).to_pydict()
             for corpus in sorted(set(ledger["corpus"])):
                 mine = [i for i, c in enumerate(ledger["corpus"]) if c == corpus]
                 rows += _reason_rows("train" if len(runs) == 1 else f"train ({run.name})", corpus,
@@ -98,8 +99,8 @@ def coverage(params: dict, store: FeatureStore, manifest_dir: Path) -> dict:
 
 
 def is_training_metrics(path: Path) -> bool:
-    """A train-stage metrics.json (classes + per-model mean/std blocks), not the evaluate stage's compact DVC
-    metrics file (`<runs>/metrics.json`, plain numbers)."""
+    """A run's metrics.json (training/evaluate.py: classes + per-model mean/std blocks), not some other JSON file
+    of that name."""
     try:
         metrics = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -109,8 +110,14 @@ def is_training_metrics(path: Path) -> bool:
         isinstance(m, dict) and isinstance(m.get("uar"), dict) for m in models.values())
 
 
+def train_outputs(run: Path) -> Path:
+    """The train step's folder of an evaluated run: the run itself (`train_and_evaluate`), or `<run>/train` (the
+    DVC layout: `runs/metrics.json` evaluates `runs/train/`)."""
+    return run if (run / "run.json").exists() else run / "train"
+
+
 def find_runs(runs_dir: Path) -> list[Path]:
-    """Training output folders (holding a train-stage metrics.json) under `runs_dir`."""
+    """Evaluated training runs (folders holding a run's metrics.json) under `runs_dir`, itself included."""
     if not Path(runs_dir).is_dir():
         return []
     return sorted(p.parent for p in Path(runs_dir).rglob("metrics.json")
@@ -183,7 +190,7 @@ def model_figure(name: str, confusion: np.ndarray, classes: list[str]) -> str:
 # ---- training runs ------------------------------------------------------------------------------------------------
 def run_summary(run: Path, runs_dir: Path) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
-    folds = json.loads((run / "folds.json").read_text()) if (run / "folds.json").exists() else []
+    folds = metrics.get("folds") or []
     models = metrics.get("models") or {}
     classes = list(metrics.get("classes") or [])
     figures = []

@@ -1,14 +1,14 @@
-"""The train + evaluate stage: every configured model on every speaker-independent fold, from the store only.
+"""The train stage: every configured model on every speaker-independent fold, from the store only.
 
-`train_and_evaluate(cfg, store, out_dir)` takes the `train:` section of params.yaml (see docs/training.md) and
-writes into `out_dir`:
-  metrics.json            per model mean ± std over folds of WA / UAR / macro-F1, pooled metrics, robustness
-  folds.json              per fold: speakers, sizes, and every model's metrics per test variant
+`train(cfg, store, out_dir)` takes the `train:` section of params.yaml (see docs/training.md) and writes into
+`out_dir` what the models did, and no metrics (training/evaluate.py computes them all, once, from these files):
+  run.json                corpora, split, classes, clip / fold / excluded counts
+  folds.json              per fold: train / validation / test speakers and sizes
   predictions.parquet     clip_id, corpus, speaker, fold, model, variant, true, pred, probs
   regression.parquet      (when `regression:` is configured) clip_id, fold, model, target, true, pred
   ledger.parquet          clips left out: no emotion label, or no features in any configured modality
-  plots/                  DVC plot data (training/plots.py)
   models/<name>/          each model refitted on all clips, for prediction (training/models save_model)
+`train_and_evaluate` runs both steps into one folder (plus `metrics.json` and `plots/`).
 Training rows are the training clips in every `train_variants` variant; test rows are the test clips, clean, and
 in each `robustness_variants` variant for the robustness evaluation.
 """
@@ -24,9 +24,8 @@ import pyarrow as pa
 
 from pipelines.manifest import LEDGER_SCHEMA, ledger_row, to_table, write_atomic
 from training.data import Frame
-from training.metrics import ccc, classification, mean_std, summarize
+from training.evaluate import write_evaluation
 from training.models import MODALITIES, build, build_regressor, model_modalities, save_model
-from training.plots import write_plots
 from training.splits import Fold, make_fold, make_folds, resolve_labels, select_labels, with_inner_validation
 
 log = logging.getLogger("aver.train")
@@ -49,7 +48,8 @@ DEFAULTS = {
 }
 
 
-def train_and_evaluate(cfg: dict, store, out_dir: Path) -> dict:
+def train(cfg: dict, store, out_dir: Path) -> dict:
+    """Fit and predict every fold, refit the final models; returns the run's description (`run.json`)."""
     cfg = {**DEFAULTS, **cfg}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -71,32 +71,36 @@ def train_and_evaluate(cfg: dict, store, out_dir: Path) -> dict:
         train, valid, tests = _fold_frames(frame, clips, fold, train_variants, test_variants)
         detail = {"fold": fold.name, "train_speakers": sorted(fold.train_speakers),
                   "test_speakers": sorted(fold.test_speakers), "valid_speakers": sorted(fold.valid_speakers),
-                  "n_train_rows": len(train), "n_test_clips": len(fold.test), "models": {}}
+                  "n_train_rows": len(train), "n_test_clips": len(fold.test)}
         for name, params in models_cfg.items():
             model = build(name, params, frame.classes)
             model.fit(train, valid)
-            detail["models"][name] = {}
             # Missing-modality evaluation: the same fitted model on clean tests with one modality removed.
             conditions = [(v, t, MODALITIES) for v, t in tests.items()] + \
                 [(f"{m}_only", tests["clean"], (m,)) for m in MODALITIES if name in cfg["missing_modality"]]
             for variant, test, modalities in conditions:
-                proba = model.predict_proba(test, modalities=modalities)
-                detail["models"][name][variant] = classification(test.y, proba.argmax(1), frame.classes)
-                preds.append(_prediction_rows(test, proba, fold.name, name, variant))
-            log.info("%s %s: UAR %.3f", fold.name, name, detail["models"][name]["clean"]["uar"])
+                preds.append(_prediction_rows(test, model.predict_proba(test, modalities=modalities), fold.name,
+                                              name, variant))
+            log.info("%s: %s fitted and predicted", fold.name, name)
         if cfg["regression"]:
-            detail["regression"] = _regression_fold(cfg["regression"], train, valid, tests["clean"], fold, reg_rows)
+            skipped = _regression_fold(cfg["regression"], train, valid, tests["clean"], fold, reg_rows)
+            if skipped:
+                detail["regression"] = {"skipped": skipped}
         details.append(detail)
 
-    predictions = pd.concat(preds, ignore_index=True)
-    pooled = {m: {v: pooled_metrics(rows, frame.classes) for v, rows in g.groupby("variant", sort=False)}
-              for m, g in predictions.groupby("model", sort=False)}
-    metrics = _metrics(cfg, frame, clips, folds, details, pooled, ledger)
-    _write_outputs(out_dir, metrics, details, predictions, reg_rows, ledger)
-    write_plots(predictions, pooled, out_dir)
+    run = {"corpora": list(cfg["corpora"]), "split": cfg["split"].get("kind", "loso"), "classes": frame.classes,
+           "n_clips": int(len(clips)), "n_folds": len(folds), "train_variants": list(cfg["train_variants"]),
+           "n_excluded": len(ledger), "regression": bool(cfg["regression"])}
+    _write_outputs(out_dir, run, details, pd.concat(preds, ignore_index=True), reg_rows, ledger)
     if cfg["save_models"]:
         _final_fit(cfg, frame, clips, models_cfg, train_variants, out_dir / "models", _feature_configs(store, cfg))
-    return metrics
+    return run
+
+
+def train_and_evaluate(cfg: dict, store, out_dir: Path) -> dict:
+    """`train` then `training.evaluate.write_evaluation` into the same folder: `metrics.json` and `plots/`."""
+    train(cfg, store, out_dir)
+    return write_evaluation(Path(out_dir), Path(out_dir) / "metrics.json", Path(out_dir))
 
 
 # ---- configuration ---------------------------------------------------------------------------------------------
@@ -196,58 +200,25 @@ def _prediction_rows(test: Frame, proba: np.ndarray, fold: str, model: str, vari
 
 
 def _regression_fold(rcfg: dict, train: Frame, valid: Frame | None, test: Frame, fold: Fold,
-                     rows: list[pd.DataFrame]) -> dict:
-    """CCC per target of each regressor on the fold's clean test clips that carry that target."""
+                     rows: list[pd.DataFrame]) -> str | None:
+    """Each regressor's predictions on the fold's clean test clips (into `rows`); the reason when it is skipped."""
     targets = list(rcfg.get("targets", ["valence", "arousal"]))
     targets = [t for t in targets if np.isfinite(train.target(t)).any() and np.isfinite(test.target(t)).any()]
     if not targets:
-        return {"skipped": "no dimensional labels in this fold"}
-    out = {}
+        return "no dimensional labels in this fold"
     for name, params in (rcfg.get("models") or {"lgbm_reg_audio": {}}).items():
         model = build_regressor(name, params, targets)
         model.fit(train, valid)
         pred = model.predict(test)
-        out[name] = {t: ccc(test.target(t), pred[:, i]) for i, t in enumerate(targets)}
         for i, t in enumerate(targets):
             rows.append(pd.DataFrame({"clip_id": test.clip_ids, "fold": fold.name, "model": name, "target": t,
                                       "true": test.target(t), "pred": pred[:, i]}))
-    return out
+    return None
 
 
-# ---- results ---------------------------------------------------------------------------------------------------
-def _metrics(cfg, frame: Frame, clips, folds, details, pooled, ledger) -> dict:
-    models = {}
-    for name, by_variant in pooled.items():
-        summaries = {v: summarize([d["models"][name][v] for d in details]) for v in by_variant}
-        models[name] = {**summaries["clean"], "pooled": {k: by_variant["clean"][k] for k in ("wa", "uar", "f1")},
-                        "robustness": {v: {"uar": summaries[v]["uar"], "wa": summaries[v]["wa"],
-                                           "pooled_uar": by_variant[v]["uar"]} for v in by_variant if v != "clean"}}
-    out = {"corpora": list(cfg["corpora"]), "split": cfg["split"].get("kind", "loso"), "classes": frame.classes,
-           "n_clips": int(len(clips)), "n_folds": len(folds), "train_variants": list(cfg["train_variants"]),
-           "n_excluded": len(ledger), "models": models}
-    if cfg["regression"]:
-        out["regression"] = _regression_summary(details)
-    return out
-
-
-def pooled_metrics(rows: pd.DataFrame, classes: list[str]) -> dict:
-    """Metrics over all folds' predictions together (one confusion matrix for the whole corpus)."""
-    index = {c: i for i, c in enumerate(classes)}
-    return classification(rows["true"].map(index).to_numpy(), rows["pred"].map(index).to_numpy(), classes)
-
-
-def _regression_summary(details: list[dict]) -> dict:
-    per_model: dict[str, dict[str, list[float]]] = {}
-    for d in details:
-        for name, scores in d.get("regression", {}).items():
-            if isinstance(scores, dict):
-                for t, v in scores.items():
-                    per_model.setdefault(name, {}).setdefault(t, []).append(v)
-    return {n: {t: {"ccc": mean_std(v)} for t, v in ts.items()} for n, ts in per_model.items()}
-
-
-def _write_outputs(out_dir: Path, metrics, details, predictions, reg_rows, ledger) -> None:
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+# ---- outputs ---------------------------------------------------------------------------------------------------
+def _write_outputs(out_dir: Path, run: dict, details, predictions, reg_rows, ledger) -> None:
+    (out_dir / "run.json").write_text(json.dumps(run, indent=2))
     (out_dir / "folds.json").write_text(json.dumps(details, indent=2))
     write_atomic(pa.Table.from_pandas(predictions, preserve_index=False), out_dir / "predictions.parquet")
     if reg_rows:

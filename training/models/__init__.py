@@ -15,7 +15,7 @@ import importlib
 import json
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 MODALITIES: tuple[str, ...] = ("audio", "video")
 
 
-@runtime_checkable
 class EmotionModel(Protocol):
     """A classifier over `classes` (the order of `predict_proba`'s columns).
 
