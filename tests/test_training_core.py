@@ -2,6 +2,8 @@
 import json
 import pickle
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -308,3 +310,21 @@ def test_real_emodb_training_without_media(emodb_store):
     for name, m in metrics["models"].items():
         assert m["uar"]["mean"] > 0.5 and m["pooled"]["uar"] > 0.5, (name, m)   # chance 0.25
     assert metrics["models"]["lgbm_audio"]["recall"]["sad"] > 0.5
+
+
+def test_evaluate_and_metrics_commands_read_the_train_stage_outputs(synthetic_run, tmp_path):
+    """The DVC layout: `aver evaluate` turns runs/train/ into the one runs/metrics.json; `aver metrics` prints it."""
+    metrics, out, _ = synthetic_run
+    shutil.copytree(out, tmp_path / "runs" / "train", ignore=shutil.ignore_patterns("metrics.json", "plots"))
+    (tmp_path / "params.yaml").write_text(json.dumps({"paths": {"runs": str(tmp_path / "runs")}}))
+    for verb in ("evaluate", "metrics"):
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli", verb], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        uar = metrics["models"]["fusion_avg"]["uar"]
+        row = next(line for line in done.stdout.splitlines() if "fusion_avg" in line)
+        assert f"{uar['mean']:.3f} ± {uar['std']:.3f}" in row
+        robust = metrics["models"]["fusion_avg"]["robustness"]
+        assert f"{robust['audio_only']['uar']['mean']:.3f}" in row
+    assert json.loads((tmp_path / "runs" / "metrics.json").read_text()) == metrics
+    assert (tmp_path / "runs" / "plots" / "robustness.csv").exists()
