@@ -136,10 +136,10 @@ def load_model(directory: Path) -> EmotionModel:
         info = json.loads((directory / "model.json").read_text())
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{directory} has no readable model.json ({e})") from None
-    kind = info.get("kind") if isinstance(info, dict) else None
+    info = info if isinstance(info, dict) else {}
+    kind = info.get("kind")
     if not isinstance(kind, str) or kind not in MODELS:
-        found = f"kind {kind!r}" if kind is not None else f"loader {info.get('loader')!r}" if isinstance(info, dict) \
-            else "no kind"
+        found = f"kind {kind!r}" if "kind" in info else f"loader {info.get('loader')!r}"
         raise ModelLoadError(f"refusing to load {directory}: its model.json names {found}, not one of aver's model "
                              f"kinds ({', '.join(sorted(MODELS))}). aver loads only folders it wrote, and never "
                              "unpickles or imports code from a model folder: re-train with `aver train`")
