@@ -115,7 +115,6 @@ class AverageFusion(_Fusion):
             return np.full((len(test), len(self.classes)), 1 / len(self.classes))
         return sum(w * p for w, p in used) / total
 
-
     def _state(self) -> dict:
         return {"weights": self.weights}
 
