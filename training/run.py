@@ -43,8 +43,8 @@ DEFAULTS = {
     "regression": None,
     "feature_sets": [],
     "save_models": True,
-    "exclude_speakers": [],
-    "missing_modality": [],     # models also evaluated audio-only and video-only (e.g. vavl, fusion_avg)     # e.g. the pre-training speakers of in-pipeline embedders (training/pretrain.py)
+    "exclude_speakers": [],     # e.g. the pre-training speakers of in-pipeline embedders (training/pretrain.py)
+    "missing_modality": [],     # models also evaluated audio-only and video-only (e.g. vavl, fusion_avg)
 }
 
 
