@@ -1,6 +1,6 @@
-"""RetinaFace networks: biubug6's MobileNet-0.25 ("Face-Detector-1MB") and ternaus' ResNet-50.
+"""RetinaFace networks: biubug6's MobileNet-0.25 ("Face-Detector-1MB") and ResNet-50 (Pytorch_Retinaface).
 
-Both reuse retinaface-pytorch's blocks (`retinaface.net` conv helpers, FPN, SSH and `retinaface.network`'s
+All reuse retinaface-pytorch's blocks (`retinaface.net` conv helpers, FPN, SSH and `retinaface.network`'s
 heads and forward). Only the MobileNetV1-0.25 backbone is built here. Each `NetSpec` carries what must match
 the training recipe of its weights: anchors and input normalisation.
 """
@@ -52,7 +52,8 @@ class MobileNetRetinaFace(RetinaFace):
 
 
 def resnet50_retinaface() -> RetinaFace:
-    """ternaus retinaface-pytorch's network, as `retinaface.predict_single.Model` builds it."""
+    """biubug6's `RetinaFace(cfg_re50)`: retinaface-pytorch (ternaus' port of it) builds the same modules under the
+    same names (torchvision resnet50 body cut after layer4, 256-channel FPN/SSH with plain ReLU, 2 anchors/cell)."""
     with warnings.catch_warnings():   # it passes torchvision's deprecated `pretrained=False`; weights come later
         warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
         return RetinaFace(name="Resnet50", pretrained=False, return_layers={"layer2": 1, "layer3": 2, "layer4": 3},
@@ -75,21 +76,30 @@ NETS: dict[str, NetSpec] = {
     # biubug6 changed the anchors of its mobile model (README); Pytorch_Retinaface's 16..512 are wrong here.
     "mnet025": NetSpec(MobileNetRetinaFace, "retinaface_mnet025_biubug6", ((10, 20), (32, 64), (128, 256)),
                        (8, 16, 32), (0.1, 0.2), bgr=True, mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0)),
-    # ternaus feeds RGB through albumentations' Normalize (ImageNet mean/std on x/255).
-    "resnet50": NetSpec(resnet50_retinaface, "retinaface_resnet50", ((16, 32), (64, 128), (256, 512)),
-                        (8, 16, 32), (0.1, 0.2), bgr=False, mean=(123.675, 116.28, 103.53),
-                        std=(58.395, 57.12, 57.375)),
+    # Pytorch_Retinaface cfg_re50 and detect.py: BGR minus (104, 117, 123), no scaling.
+    "resnet50": NetSpec(resnet50_retinaface, "retinaface_resnet50_biubug6", ((16, 32), (64, 128), (256, 512)),
+                        (8, 16, 32), (0.1, 0.2), bgr=True, mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0)),
+    # ternaus' retraining (no published sha256): RGB through albumentations' Normalize (ImageNet mean/std on x/255).
+    "resnet50_ternaus": NetSpec(resnet50_retinaface, "retinaface_resnet50_ternaus", ((16, 32), (64, 128), (256, 512)),
+                                (8, 16, 32), (0.1, 0.2), bgr=False, mean=(123.675, 116.28, 103.53),
+                                std=(58.395, 57.12, 57.375)),
 }
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A torch checkpoint, or the legacy one-file zip around one (ternaus' release asset, as torch.hub reads it)."""
+    """A torch checkpoint, or the legacy one-file zip around one (ternaus' release asset, as torch.hub reads it),
+    with the DataParallel `module.` prefix removed as biubug6's detect.py `load_model` does (Resnet50_Final.pth
+    was trained on 4 GPUs and stores every key as `module.<name>`)."""
+    state = None
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
             if len(members) == 1 and not members[0].is_dir():
-                return torch.load(io.BytesIO(archive.read(members[0])), map_location="cpu", weights_only=True)
-    return torch.load(path, map_location="cpu", weights_only=True)
+                state = torch.load(io.BytesIO(archive.read(members[0])), map_location="cpu", weights_only=True)
+    if state is None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    return {key.removeprefix("module."): value for key, value in state.items()}
 
 
 def load_network(model: str) -> tuple[nn.Module, NetSpec]:

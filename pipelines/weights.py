@@ -4,10 +4,12 @@ Lookup order for `fetch(name)`:
   1. `$AVER_MODELS_DIR/<name>/<file>` (offline override: a directory laid out like the registry names),
   2. the cache `$AVER_CACHE/models/<name>/<file>` (default `~/.cache/aver/models`),
   3. download from the official URL into the cache (skipped when `AVER_OFFLINE=1`).
-A file found anywhere must match its sha256; a missing file offline raises `WeightsUnavailable` saying
-which file is needed and where to put it. A registry entry without a published sha256 (ternaus' ResNet-50
+A file found anywhere must match its size and sha256; a missing file raises `WeightsUnavailable` saying
+which file is needed and where to put it. Files published only on Google Drive (biubug6's ResNet-50 RetinaFace)
+are never downloaded: Drive answers a plain HTTP request for a file this big with an HTML confirmation page, so
+the error asks the user to save the file by hand. A registry entry without a published sha256 (ternaus' ResNet-50
 RetinaFace: only a 9-digit prefix, f168fae3c, in its file name) is refused unless the user accepts it by name:
-`AVER_UNVERIFIED_WEIGHTS=retinaface_resnet50` (comma-separated names).
+`AVER_UNVERIFIED_WEIGHTS=retinaface_resnet50_ternaus` (comma-separated names).
 """
 from __future__ import annotations
 
@@ -29,28 +31,38 @@ class ModelSpec:
     sha256: str | None          # None where upstream publishes no hash: refused unless named in UNVERIFIED_ENV
     licence: str
     package: str | None = None  # "package:subdir" of a pip package that ships the file
+    size: int | None = None     # bytes, where published: a wrong file is refused before hashing it
+    by_hand: bool = False       # url is a page urllib cannot download from (Google Drive): the user saves the file
 
 
 MODELS: dict[str, ModelSpec] = {m.name: m for m in [
     ModelSpec("retinaface_mnet025_biubug6", "mobilenet0.25_Final.pth",
               "https://github.com/biubug6/Face-Detector-1MB-with-landmark/raw/master/weights/mobilenet0.25_Final.pth",
-              "ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1", "MIT (WIDER FACE)"),
-    ModelSpec("retinaface_resnet50", "retinaface_resnet50_2020-07-20-f168fae3c.zip",
+              "ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1", "MIT (WIDER FACE)", size=1_789_735),
+    # biubug6/Pytorch_Retinaface's trained ResNet-50 (README: Google Drive folder 1oZRSG0ZegbVkVwUd8wUIQx8W7yfZ_ki1);
+    # file id, size and sha256 as published by openvinotoolkit/open_model_zoo retinaface-resnet50-pytorch/model.yml.
+    ModelSpec("retinaface_resnet50_biubug6", "Resnet50_Final.pth",
+              "https://drive.google.com/file/d/14KX6VqF69MdSPk3Tr9PlDYbq7ArpdNUW/view",
+              "6d1de9c2944f2ccddca5f5e010ea5ae64a39845a86311af6fdf30841b0a5a16d", "MIT (WIDER FACE)",
+              size=109_497_761, by_hand=True),
+    ModelSpec("retinaface_resnet50_ternaus", "retinaface_resnet50_2020-07-20-f168fae3c.zip",
               "https://github.com/ternaus/retinaface/releases/download/0.01/retinaface_resnet50_2020-07-20-f168fae3c.zip",
               None, "MIT (WIDER FACE)"),
     ModelSpec("fer_mini_xception_fer2013", "emotion_model.hdf5",
               "https://github.com/oarriaga/face_classification/raw/master/trained_models/emotion_models/"
               "fer2013_mini_XCEPTION.102-0.66.hdf5",
-              "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e", "MIT (FER2013: research only)"),
+              "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e", "MIT (FER2013: research only)",
+              size=872_856),
     ModelSpec("efficientat_mn04_as", "mn04_as_mAP_432.pt",
               "https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1/mn04_as_mAP_432.pt",
-              "899a8c6217063f6941793102a2780b3dd788ab11fce468d9cf5f0577c453321c", "MIT (AudioSet)"),
+              "899a8c6217063f6941793102a2780b3dd788ab11fce468d9cf5f0577c453321c", "MIT (AudioSet)", size=4_066_513),
     ModelSpec("pfld68_cunjian", "pfld.onnx",
               "https://github.com/cunjian/pytorch_face_landmark/raw/master/onnx/pfld.onnx",
-              "7d7bbd5c6a1d9272e58d9773898284a1905d872eba9a662df9b5f20f1ba6f83e", "none stated (300-W: research only)"),
+              "7d7bbd5c6a1d9272e58d9773898284a1905d872eba9a662df9b5f20f1ba6f83e", "none stated (300-W: research only)",
+              size=2_987_921),
     ModelSpec("dlib_shape_predictor_68", "shape_predictor_68_face_landmarks.dat", None,
               "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f", "CC0 package (iBUG 300-W: research only)",
-              package="face_recognition_models:models"),
+              package="face_recognition_models:models", size=99_693_937),
 ]}
 
 
@@ -80,9 +92,11 @@ def _checked(spec: ModelSpec, path: Path) -> Path:
         raise WeightsUnavailable(f"{path} cannot be verified: aver's registry has no published sha256 for "
                                  f"{spec.name} (sha256 of this file: {sha256_of(path)}). If you trust it, accept it "
                                  f"by name: {UNVERIFIED_ENV}={spec.name}")
-    if sha256_of(path) != spec.sha256:
-        raise WeightsUnavailable(f"{path} does not match the sha256 registered for {spec.name} "
-                                 f"({spec.sha256}); delete it or replace it with the official file")
+    size = path.stat().st_size
+    if (spec.size is not None and size != spec.size) or sha256_of(path) != spec.sha256:
+        raise WeightsUnavailable(f"{path} ({size} bytes) does not match the sha256 registered for {spec.name} "
+                                 f"({spec.sha256}" + (f", {spec.size} bytes" if spec.size else "")
+                                 + "); delete it or replace it with the official file")
     return path
 
 
@@ -121,7 +135,9 @@ def fetch(name: str) -> Path:
     cached = cache_dir() / name / spec.file
     if cached.exists():
         return _checked(spec, cached)
-    if spec.url and os.environ.get("AVER_OFFLINE") != "1":
+    if spec.by_hand:
+        reason = f"it is published on a page aver cannot download from; download it by hand from {spec.url}"
+    elif spec.url and os.environ.get("AVER_OFFLINE") != "1":
         try:
             _download(spec, cached)
             return cached
@@ -131,5 +147,7 @@ def fetch(name: str) -> Path:
         reason = "offline (AVER_OFFLINE=1)" if spec.url else f"pip package {spec.package.split(':')[0]} missing"
     raise WeightsUnavailable(
         f"weights {spec.name!r} ({spec.file}) not available: {reason}. Put the file at "
-        f"{cached} or at $AVER_MODELS_DIR/{spec.name}/{spec.file}" + (f" (source: {spec.url})" if spec.url else "")
+        f"{cached} or at $AVER_MODELS_DIR/{spec.name}/{spec.file}"
+        + (f" (source: {spec.url})" if spec.url and not spec.by_hand else "")
+        + (f"; it must match sha256 {spec.sha256}" if spec.by_hand else "")
         + ("" if spec.sha256 else f"; it has no published sha256, so also set {UNVERIFIED_ENV}={spec.name}"))

@@ -1,4 +1,5 @@
 """RetinaFace detectors against the original biubug6 code's outputs (shared/fixtures, README section 1)."""
+import dataclasses
 import hashlib
 import json
 import zipfile
@@ -11,7 +12,7 @@ from torchvision.ops import box_iou, nms
 
 from features.retinaface import RetinaFaceDetector
 from features.retinaface_net import NETS, load_network, resnet50_retinaface
-from pipelines.weights import MODELS, WeightsUnavailable
+from pipelines.weights import MODELS, WeightsUnavailable, sha256_of
 from retinaface.prior_box import priorbox
 from conftest import shared_path
 
@@ -128,13 +129,100 @@ def test_no_faces_empty_input_and_bad_frames(origin_detector):
         RetinaFaceDetector(model="mnet")
 
 
-def test_resnet50_offline_without_weights_says_what_to_do(tmp_path, monkeypatch):
+def test_resnet50_without_weights_says_where_to_download_and_put_them(tmp_path, monkeypatch):
+    spec = MODELS["retinaface_resnet50_biubug6"]
     monkeypatch.setenv("AVER_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("AVER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("AVER_OFFLINE", "1")
-    with pytest.raises(WeightsUnavailable, match=MODELS["retinaface_resnet50"].file) as error:
+    with pytest.raises(WeightsUnavailable, match="Resnet50_Final.pth") as error:
         RetinaFaceDetector(model="resnet50")
-    assert "AVER_MODELS_DIR/retinaface_resnet50" in str(error.value)
+    message = str(error.value)
+    assert "AVER_MODELS_DIR/retinaface_resnet50_biubug6/Resnet50_Final.pth" in message
+    assert "drive.google.com" in message and spec.sha256 in message
+
+
+def biubug6_resnet50_shapes() -> dict[str, tuple[int, ...]]:
+    """Resnet50_Final.pth's keys (without DataParallel's `module.`) and shapes, restated from Pytorch_Retinaface's
+    models/retinaface.py and models/net.py with cfg_re50 (in_channel 256, out_channel 256, 2 anchors per cell) and
+    torchvision's resnet50 cut after layer4 by IntermediateLayerGetter."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def conv_bn(name: str, out: int, inp: int, kernel: int, bn: str) -> None:
+        shapes[f"{name}.weight"] = (out, inp, kernel, kernel)
+        for buffer in ["weight", "bias", "running_mean", "running_var"]:
+            shapes[f"{bn}.{buffer}"] = (out,)
+        shapes[f"{bn}.num_batches_tracked"] = ()
+
+    conv_bn("body.conv1", 64, 3, 7, "body.bn1")
+    inplanes = 64
+    for layer, (width, blocks) in enumerate([(64, 3), (128, 4), (256, 6), (512, 3)], start=1):
+        for block in range(blocks):
+            at = f"body.layer{layer}.{block}"
+            conv_bn(f"{at}.conv1", width, inplanes, 1, f"{at}.bn1")
+            conv_bn(f"{at}.conv2", width, width, 3, f"{at}.bn2")
+            conv_bn(f"{at}.conv3", width * 4, width, 1, f"{at}.bn3")
+            if block == 0:
+                conv_bn(f"{at}.downsample.0", width * 4, inplanes, 1, f"{at}.downsample.1")
+            inplanes = width * 4
+    for level, channels in enumerate([512, 1024, 2048], start=1):
+        conv_bn(f"fpn.output{level}.0", 256, channels, 1, f"fpn.output{level}.1")
+    for level in [1, 2]:
+        conv_bn(f"fpn.merge{level}.0", 256, 256, 3, f"fpn.merge{level}.1")
+    for ssh in ["ssh1", "ssh2", "ssh3"]:
+        for branch, (out, inp) in {"conv3X3": (128, 256), "conv5X5_1": (64, 256), "conv5X5_2": (64, 64),
+                                   "conv7X7_2": (64, 64), "conv7x7_3": (64, 64)}.items():
+            conv_bn(f"{ssh}.{branch}.0", out, inp, 3, f"{ssh}.{branch}.1")
+    for head, per_anchor in [("ClassHead", 2), ("BboxHead", 4), ("LandmarkHead", 10)]:
+        for level in range(3):
+            shapes[f"{head}.{level}.conv1x1.weight"] = (2 * per_anchor, 256, 1, 1)
+            shapes[f"{head}.{level}.conv1x1.bias"] = (2 * per_anchor,)
+    return shapes
+
+
+@pytest.fixture(scope="module")
+def biubug6_checkpoint(tmp_path_factory):
+    """A file in Resnet50_Final.pth's format (`module.`-prefixed keys), every tensor filled with its own index."""
+    state = {f"module.{key}": torch.full(shape, index, dtype=torch.int64 if key.endswith("num_batches_tracked")
+                                         else torch.float32)
+             for index, (key, shape) in enumerate(biubug6_resnet50_shapes().items())}
+    path = tmp_path_factory.mktemp("models") / "retinaface_resnet50_biubug6" / "Resnet50_Final.pth"
+    path.parent.mkdir()
+    torch.save(state, path)
+    return path, state
+
+
+@pytest.fixture
+def registered_checkpoint(biubug6_checkpoint, monkeypatch):
+    """The checkpoint above stands in for the official file: registered with its own sha256 and size."""
+    path, state = biubug6_checkpoint
+    spec = MODELS["retinaface_resnet50_biubug6"]
+    monkeypatch.setitem(MODELS, spec.name, dataclasses.replace(spec, sha256=sha256_of(path),
+                                                                size=path.stat().st_size))
+    monkeypatch.setenv("AVER_MODELS_DIR", str(path.parent.parent))
+    return state
+
+
+def test_resnet50_loads_a_biubug6_checkpoint_with_every_key_matched(registered_checkpoint):
+    assert len(registered_checkpoint) == 456
+    net, _ = load_network("resnet50")     # strict: no key missing, none unexpected, every shape equal
+    loaded = net.state_dict()
+    assert sorted(loaded) == sorted(key.removeprefix("module.") for key in registered_checkpoint)
+    for key, value in registered_checkpoint.items():
+        assert torch.equal(loaded[key.removeprefix("module.")], value), key
+
+
+def test_resnet50_spec_is_cfg_re50_and_the_network_sees_bgr_minus_104_117_123(registered_checkpoint):
+    spec = NETS["resnet50"]
+    assert spec.weights == "retinaface_resnet50_biubug6"
+    assert (spec.min_sizes, spec.steps, spec.variance) == (((16, 32), (64, 128), (256, 512)), (8, 16, 32), (0.1, 0.2))
+    assert spec.bgr and spec.mean == (104.0, 117.0, 123.0) and spec.std == (1.0, 1.0, 1.0)
+    detector = RetinaFaceDetector(model="resnet50", max_side=None)
+    seen = []
+    detector.net.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].clone()))
+    rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    detector.detect([rgb])
+    expected = rgb[..., ::-1].astype(np.float32) - np.float32([104, 117, 123])
+    assert torch.equal(seen[0], torch.from_numpy(expected).permute(2, 0, 1)[None])
 
 
 def test_resnet50_real_weights_find_the_face(reference):
@@ -147,23 +235,23 @@ def test_resnet50_real_weights_find_the_face(reference):
     assert box_iou(torch.from_numpy(top), torch.tensor([entry["origin_size"]["faces"][0]["box"]])).item() > 0.6
 
 
-def test_resnet50_builds_forwards_and_loads_a_zipped_checkpoint(tmp_path, monkeypatch):
+def test_resnet50_ternaus_builds_forwards_and_loads_a_zipped_checkpoint(tmp_path, monkeypatch):
     torch.manual_seed(0)
     net = resnet50_retinaface().eval()
-    spec = NETS["resnet50"]
+    spec = NETS["resnet50_ternaus"]
     with torch.inference_mode():
         loc, logits, landms = net(torch.randn(1, 3, 96, 128))
     num_priors = len(priorbox([list(m) for m in spec.min_sizes], list(spec.steps), clip=False, image_size=(96, 128)))
     assert loc.shape == (1, num_priors, 4) and logits.shape == (1, num_priors, 2) and landms.shape[2] == 10
     # The release asset is a one-file zip around the state dict (the legacy format torch.hub unpacks).
-    folder = tmp_path / "retinaface_resnet50"
+    folder = tmp_path / "retinaface_resnet50_ternaus"
     folder.mkdir()
     torch.save(net.state_dict(), tmp_path / "retinaface.pth")
-    with zipfile.ZipFile(folder / MODELS["retinaface_resnet50"].file, "w") as archive:
+    with zipfile.ZipFile(folder / MODELS["retinaface_resnet50_ternaus"].file, "w") as archive:
         archive.write(tmp_path / "retinaface.pth", "retinaface.pth")
     monkeypatch.setenv("AVER_MODELS_DIR", str(tmp_path))
-    monkeypatch.setenv("AVER_UNVERIFIED_WEIGHTS", "retinaface_resnet50")     # no published sha256 to check
-    detector = RetinaFaceDetector(model="resnet50", score_threshold=0.0, max_side=64)
+    monkeypatch.setenv("AVER_UNVERIFIED_WEIGHTS", "retinaface_resnet50_ternaus")     # no published sha256
+    detector = RetinaFaceDetector(model="resnet50_ternaus", score_threshold=0.0, max_side=64)
     assert torch.equal(detector.net.fpn.output1[0].weight,
                        net.fpn.output1[0].weight)
     out = detector.detect([np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)])[0]

@@ -54,8 +54,8 @@ def test_download_goes_to_cache_and_is_verified(monkeypatch, tmp_path):
 
 
 def test_weights_without_a_registered_sha256_need_the_users_explicit_consent(monkeypatch, tmp_path):
-    """The ResNet-50 RetinaFace has no published sha256: its file is refused unless named in the override."""
-    spec = MODELS["retinaface_resnet50"]
+    """ternaus' ResNet-50 RetinaFace has no published sha256: its file is refused unless named in the override."""
+    spec = MODELS["retinaface_resnet50_ternaus"]
     assert spec.sha256 is None
     placed = tmp_path / spec.name / spec.file
     placed.parent.mkdir()
@@ -80,3 +80,36 @@ def test_an_unverifiable_download_is_refused_and_not_cached(monkeypatch, tmp_pat
     with pytest.raises(WeightsUnavailable, match="no published sha256"):
         fetch(spec.name)
     assert not any((tmp_path / "cache").rglob("*.*"))
+
+
+def test_biubug6_resnet50_is_registered_with_its_published_hash_and_size():
+    # openvinotoolkit/open_model_zoo models/public/retinaface-resnet50-pytorch/model.yml (google_drive id below)
+    spec = MODELS["retinaface_resnet50_biubug6"]
+    assert spec.file == "Resnet50_Final.pth" and spec.by_hand
+    assert spec.sha256 == "6d1de9c2944f2ccddca5f5e010ea5ae64a39845a86311af6fdf30841b0a5a16d"
+    assert spec.size == 109_497_761 and "14KX6VqF69MdSPk3Tr9PlDYbq7ArpdNUW" in spec.url
+
+
+def test_a_google_drive_file_is_never_downloaded_and_the_error_says_where_to_get_and_put_it(monkeypatch, tmp_path):
+    def no_network(*args, **kwargs):
+        raise AssertionError("fetch tried to download a by-hand file")
+    monkeypatch.setattr(weights.urllib.request, "urlopen", no_network)
+    monkeypatch.setenv("AVER_MODELS_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("AVER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("AVER_OFFLINE", raising=False)
+    spec = MODELS["retinaface_resnet50_biubug6"]
+    with pytest.raises(WeightsUnavailable, match="download it by hand from https://drive.google.com/") as err:
+        fetch(spec.name)
+    msg = str(err.value)
+    assert str(tmp_path / "cache" / "models" / spec.name / spec.file) in msg
+    assert f"$AVER_MODELS_DIR/{spec.name}/{spec.file}" in msg and spec.sha256 in msg
+
+
+def test_a_file_of_the_wrong_size_is_rejected(monkeypatch, tmp_path):
+    spec = MODELS["retinaface_resnet50_biubug6"]
+    placed = tmp_path / spec.name / spec.file
+    placed.parent.mkdir()
+    placed.write_bytes(b"<html>Google Drive can't scan this file for viruses</html>")
+    monkeypatch.setenv("AVER_MODELS_DIR", str(tmp_path))
+    with pytest.raises(WeightsUnavailable, match=f"does not match .*{spec.size} bytes"):
+        fetch(spec.name)
