@@ -14,8 +14,8 @@ replicated as symlinks into a temporary corpus (generic adapter; replicas get cy
     RSS per Ray worker; with `--each`, also one run per feature set (as the DVC stages run them), per-set times;
   * a naive sequential script on one replica of each source: OpenCV reads every frame and a face detector runs on
     it one frame at a time at full resolution, then per file PyAV audio -> librosa resample, openSMILE eGeMAPS,
-    librosa MFCC + chroma. Twice: with retinaface-pytorch's own single-image predictor (ResNet-50; official weights
-    when the registry has them, else random ones, which cost the same; so slow that only the first
+    librosa MFCC + chroma. Twice: with retinaface-pytorch's own single-image predictor (ResNet-50; its own ternaus
+    weights when accepted in AVER_UNVERIFIED_WEIGHTS, else random ones, which cost the same; so slow that only the first
     `--naive-seconds` of video per clip are run and the video time is scaled to whole clips), and with our
     MobileNet-0.25 detector at batch 1 (whole clips), a much lighter naive baseline;
   * adding one clip to an extracted corpus at two corpus sizes: `aver ingest` (probes only new or changed files) and the
@@ -201,15 +201,16 @@ class Naive:
 
 def _single_image_predictors() -> tuple[Callable[[int], object], str]:
     """retinaface-pytorch's single-image predictor (`retinaface.predict_single.Model`, what its `get_model` returns)
-    for a frame's long side, at full resolution (max_size = the long side: no resizing). Official ResNet-50 weights
-    when the model registry has them; else random weights: the same network at the same input size costs the same."""
+    for a frame's long side, at full resolution (max_size = the long side: no resizing). Its own weights (ternaus'
+    release, used only if accepted in AVER_UNVERIFIED_WEIGHTS) when available; else random weights: the same network
+    at the same input size costs the same."""
     from retinaface.predict_single import Model
     from features.retinaface_net import read_state_dict
     from pipelines.weights import WeightsUnavailable, fetch
     try:
-        state, note = read_state_dict(fetch("retinaface_resnet50")), "ResNet-50, official weights"
+        state, note = read_state_dict(fetch("retinaface_resnet50_ternaus")), "ResNet-50, ternaus' weights"
     except WeightsUnavailable:
-        state, note = None, "ResNet-50, random weights (the official ones are not available offline; same compute)"
+        state, note = None, "ResNet-50, random weights (ternaus' are not available or not accepted; same compute)"
     made: dict[int, Model] = {}
 
     def predictor(side: int) -> Model:
