@@ -51,3 +51,34 @@ def test_feature_sets_of_unregistered_extractors_always_fall_back(tmp_path):
                                              "y": [3.0]}), {"kind": "external_tool", "fingerprint": "f"})
     df = store.load(["other"], ["c"], ("clean", "white_snr5")).set_index(["clip_id", "variant"])
     assert df.loc[("c/0", "white_snr5"), "other.y"] == 3.0
+
+
+def test_verify_reports_stored_rows_with_non_finite_features(tmp_path):
+    """`aver store verify` calls a store with garbage rows (NaN/inf where numbers are promised) not ok; NaN is
+    fine only in columns an extractor documents as nullable (a faces frame without a face), inf never."""
+    store = _store(tmp_path)
+
+    def part(fs, kind, values, variant="clean"):
+        store.write_part(fs, "c", pa.table({"clip_id": [f"c/{i}" for i in range(len(values))],
+                                            "variant": [variant] * len(values), "content_hash": ["h"] * len(values),
+                                            "boxes": values}), {"kind": kind, "fingerprint": "f"})
+    part("mel", "logmel", [[1.0, 2.0], [1.0, float("nan")]])
+    part("face", "faces", [[1.0, float("nan")], [2.0, 3.0]])
+    report = store.verify("mel", "c")
+    assert not report.ok and "1 rows with non-finite features, e.g. c/1 [clean]" in report.problems[0]
+    assert store.verify("face", "c").ok
+    part("face", "faces", [[float("-inf")], [0.9]], "blur")
+    assert [p.split(": ", 1)[1] for p in store.verify("face", "c").problems] == [
+        "1 rows with non-finite features, e.g. c/0 [blur]"]
+
+
+def test_upstream_rows_fall_back_to_clean_only_across_modalities(tmp_path):
+    """A video variant whose faces row is missing must not be computed from the clean crops (its robustness
+    results would be clean results); an audio variant uses the clean faces."""
+    from pipelines.plan import _StoredRows
+    rows = _StoredRows(_store(tmp_path), "c")
+    assert rows.get("video", {"clip_id": "c/0", "variant": "blur"})["variant"] == "blur"
+    assert rows.get("video", {"clip_id": "c/1", "variant": "blur"}) is None
+    assert rows.get("video", {"clip_id": "c/1", "variant": "white_snr5"})["variant"] == "clean"
+    assert rows.get("audio", {"clip_id": "c/1", "variant": "white_snr5"}) is None
+    assert rows.get("audio", {"clip_id": "c/1", "variant": "blur"})["variant"] == "clean"
