@@ -231,3 +231,35 @@ def test_probe_unreadable_permission(tmp_path):
     with pytest.raises(ProbeError) as e:
         probe(path)
     assert e.value.reason == "unreadable"
+
+
+def test_generic_corpus_ledgers_links_and_pipes_in_plain_words(tmp_path):
+    """docs/corpora.md promises `unreadable` rows for what the generic adapter used to drop silently, and files of
+    a linked folder are clips. Details name the problem, not an errno."""
+    elsewhere = mini.audio(tmp_path / "elsewhere/s2_sad_1.wav").parent
+    root = tmp_path / "corpus"
+    mini.audio(root / "s1_happy_1.wav")
+    (root / "linked").symlink_to(elsewhere)
+    (root / "s3_angry_1.wav").symlink_to(root / "gone.wav")
+    (root / "s4_angry_1.wav").symlink_to(root / "s4_angry_1.wav")
+    os.mkfifo(root / "s5_angry_1.wav")
+    mini.text(root / "s6_angry_1.wav")
+    _, rows, ledger = run("g", {"adapter": "generic", "root": str(root), "glob": "**/*.wav",
+                                "regex": r"(?P<speaker>s\d)_(?P<emotion>[a-z]+)"}, tmp_path / "m")
+    assert [r["path"] for r in rows] == ["linked/s2_sad_1.wav", "s1_happy_1.wav"]
+    details = {r["path"]: (r["reason"], r["detail"]) for r in ledger}
+    assert details == {
+        "s3_angry_1.wav": ("unreadable", f"a broken symbolic link: its target {root / 'gone.wav'} does not exist"),
+        "s4_angry_1.wav": ("unreadable", "a symbolic link loop: the links point at each other"),
+        "s5_angry_1.wav": ("unreadable", "s5_angry_1.wav is a FIFO (named pipe), not a regular file"),
+        "s6_angry_1.wav": ("undecodable", "the file is corrupt or not a media file FFmpeg can decode (FFmpeg: Invalid "
+                                          "data found when processing input)")}
+
+
+def test_ffmpeg_errors_in_plain_words():
+    """FFmpeg's ENOMEM on a corrupt file read like the machine ran out of memory; error numbers mean nothing."""
+    from pipelines.probe import ffmpeg_problem
+    said = ffmpeg_problem(av.error.MemoryError(12, "Cannot allocate memory"))
+    assert said.startswith("the file's data is corrupt") and "Errno" not in said
+    assert "Errno" not in ffmpeg_problem(av.error.InvalidDataError(1094995529, "Invalid data found when processing "
+                                                                                "input", "x.mp4"))

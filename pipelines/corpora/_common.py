@@ -18,29 +18,37 @@ MEDIA_SUFFIXES = AUDIO_SUFFIXES | VIDEO_SUFFIXES
 
 def walk(root: Path, exclude: str | Iterable[str] = ()) -> Iterator[tuple[Path, str | None, str]]:
     """Every non-folder entry under `root` in a stable order as (path, None, ""), following folder symlinks
-    (corpora are often linked in) once each: a folder link whose target was already walked, or that points to an
-    enclosing folder (a loop), is not entered and comes out as (link, reason, detail) for the ledger. Hidden
-    folders and files matching an `exclude` glob are left out. Files are yielded whatever they are (a dangling
-    link, a FIFO): the probe ledgers those as `unreadable`."""
-    seen = {os.path.realpath(root): "."}
+    (corpora are often linked in) so that each real folder is walked once. Not entered, and yielded as
+    (folder, reason, detail) for the ledger: a link to an enclosing folder (`symlink_loop`), a link to a folder
+    of the corpus (walked where it really is) and a folder already walked through another link
+    (`duplicate_folder`). Hidden folders and files matching an `exclude` glob are left out. Files are yielded
+    whatever they are (a dangling link, a FIFO): the probe ledgers those as `unreadable`."""
+    real_root = os.path.realpath(root)
+    walked = {real_root: "."}      # real folder -> where it was walked
     for folder, dirs, files in os.walk(root, followlinks=True):
-        kept = []
+        here, kept = os.path.realpath(folder), []
         for d in sorted(d for d in dirs if not d.startswith(".")):
             path = Path(folder) / d
             target = os.path.realpath(path)
-            here = os.path.realpath(folder)
-            if here == target or here.startswith(target + os.sep):
+            if _within(here, target):
                 yield path, "symlink_loop", f"links to {target}, an enclosing folder: following it would loop"
-            elif target in seen:
-                yield path, "duplicate_folder", f"links to {target}, already scanned as {seen[target]}"
+            elif path.is_symlink() and _within(target, real_root):
+                yield path, "duplicate_folder", f"links to {rel(Path(target), Path(real_root))}, a folder of the " \
+                                                "corpus, scanned where it is"
+            elif target in walked:
+                yield path, "duplicate_folder", f"links to {target}, already scanned as {walked[target]}"
             else:
-                seen[target] = rel(path, root)
+                walked[target] = rel(path, root)
                 kept.append(d)
         dirs[:] = kept
         for name in sorted(files):
             path = Path(folder) / name
             if not excluded(path, root, exclude):
                 yield path, None, ""
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def skipped_folders(corpus: str, root: Path, exclude: str | Iterable[str] = ()) -> Iterator[dict]:
