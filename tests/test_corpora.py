@@ -1,7 +1,6 @@
 """Corpus adapters on miniature trees with the real layouts, and the generic adapter driven by a params entry."""
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -291,17 +290,11 @@ def test_generic_adapter_follows_folder_links_and_keeps_what_it_cannot_read(tmp_
     without a trace: the generic adapter walks like the named ones and hands such entries on (the probe ledgers
     them as `unreadable`)."""
     from pipelines.corpora._common import glob_match
-    elsewhere = tmp_path / "elsewhere"
-    mini.audio(elsewhere / "s2_sad_1.wav")
-    root = tmp_path / "corpus"
-    mini.audio(root / "s1_happy_1.wav")
-    (root / "linked").symlink_to(elsewhere)
-    (root / "s3_angry_1.wav").symlink_to(root / "gone.wav")
-    (root / "s4_angry_1.wav").symlink_to(root / "s4_angry_1.wav")
-    os.mkfifo(root / "s5_angry_1.wav")
-    items = list(scan_corpus("g", "generic", root, glob="**/*.wav", regex=r"(?P<speaker>s\d)_(?P<emotion>[a-z]+)"))
+    root = mini.generic_with_links(tmp_path)
+    items = list(scan_corpus("g", "generic", root, glob="**/*.wav", regex=mini.GENERIC_REGEX))
     assert sorted(c.path for c in items if isinstance(c, Clip)) == [
-        "linked/s2_sad_1.wav", "s1_happy_1.wav", "s3_angry_1.wav", "s4_angry_1.wav", "s5_angry_1.wav"]
+        "linked/s2_sad_1.wav", "s1_happy_1.wav", "s3_angry_1.wav", "s4_angry_1.wav", "s5_angry_1.wav",
+        "s6_angry_1.wav"]
     assert [glob_match(p, g) for p, g in [("a.wav", "**/*.wav"), ("x/y/a.wav", "**/*.wav"), ("x/a.wav", "*.wav"),
                                            ("x/y/a.wav", "x/**/a.wav"), ("x/a.wav", "x/**/a.wav")]] == [
         True, True, False, True, True]

@@ -236,16 +236,9 @@ def test_probe_unreadable_permission(tmp_path):
 def test_generic_corpus_ledgers_links_and_pipes_in_plain_words(tmp_path):
     """docs/corpora.md promises `unreadable` rows for what the generic adapter used to drop silently, and files of
     a linked folder are clips. Details name the problem, not an errno."""
-    elsewhere = mini.audio(tmp_path / "elsewhere/s2_sad_1.wav").parent
-    root = tmp_path / "corpus"
-    mini.audio(root / "s1_happy_1.wav")
-    (root / "linked").symlink_to(elsewhere)
-    (root / "s3_angry_1.wav").symlink_to(root / "gone.wav")
-    (root / "s4_angry_1.wav").symlink_to(root / "s4_angry_1.wav")
-    os.mkfifo(root / "s5_angry_1.wav")
-    mini.text(root / "s6_angry_1.wav")
+    root = mini.generic_with_links(tmp_path)
     _, rows, ledger = run("g", {"adapter": "generic", "root": str(root), "glob": "**/*.wav",
-                                "regex": r"(?P<speaker>s\d)_(?P<emotion>[a-z]+)"}, tmp_path / "m")
+                                "regex": mini.GENERIC_REGEX}, tmp_path / "m")
     assert [r["path"] for r in rows] == ["linked/s2_sad_1.wav", "s1_happy_1.wav"]
     details = {r["path"]: (r["reason"], r["detail"]) for r in ledger}
     assert details == {
