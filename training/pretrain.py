@@ -30,6 +30,7 @@ from torch import nn
 from features.emotion_cnn import (build_net, face_array, logmel_windows, read_checkpoint_info, save_checkpoint,
                                   window_mask)
 from pipelines.config import load_params, paths
+from pipelines.errors import BadParams, UnknownName
 from pipelines.manifest import read_manifest
 from pipelines.store import FeatureStore
 from training.models.torch_common import torch_threads
@@ -59,21 +60,21 @@ UPSTREAM_COLUMNS = {"face": ["crops", "face_found"], "speech": ["logmel", "logme
 # ---- configuration -------------------------------------------------------------------------------------------
 def pretrain_config(params: dict, which: str) -> dict:
     if which not in SECTIONS:
-        raise ValueError(f"pretrain: choose 'face' or 'speech', not {which!r}")
+        raise BadParams(f"pretrain: choose 'face' or 'speech', not {which!r}")
     section = SECTIONS[which]
     cfg = (params.get("pretrain") or {}).get(section)
     if cfg is None:
-        raise KeyError(f"params.yaml has no pretrain.{section} block")
+        raise UnknownName(f"params.yaml has no pretrain.{section} block")
     unknown = set(cfg) - set(DEFAULTS[which])
     if unknown:
-        raise ValueError(f"pretrain.{section}: unknown keys {sorted(unknown)}; known: {sorted(DEFAULTS[which])}")
+        raise BadParams(f"pretrain.{section}: unknown keys {sorted(unknown)}; known: {sorted(DEFAULTS[which])}")
     cfg = {**DEFAULTS[which], **cfg}
     if not cfg["corpora"]:
-        raise ValueError(f"pretrain.{section}: list the pre-training corpora under `corpora`")
+        raise BadParams(f"pretrain.{section}: list the pre-training corpora under `corpora`")
     if cfg["speakers"] is not None:
         foreign = [s for s in cfg["speakers"] if s.split("/", 1)[0] not in cfg["corpora"]]
         if foreign:
-            raise ValueError(f"pretrain.{section}: speakers {foreign} are not of the corpora {cfg['corpora']} "
+            raise BadParams(f"pretrain.{section}: speakers {foreign} are not of the corpora {cfg['corpora']} "
                              "(speakers are named '<corpus>/<speaker>')")
     return cfg
 
@@ -159,7 +160,7 @@ def face_samples(df: pd.DataFrame, column: str, cfg: dict, y: np.ndarray) -> Sam
                 continue
             xs.append(face), ys.append(label), speakers.append(speaker)
     if not xs:
-        raise ValueError("pretrain face: no decodable face crop in the pre-training clips")
+        raise BadParams("pretrain face: no decodable face crop in the pre-training clips")
     return Samples(np.stack(xs), None, np.array(ys), np.array(speakers))
 
 
@@ -186,23 +187,23 @@ def load_clips(store: FeatureStore, cfg: dict, which: str, speakers: list[str],
     df = store.load([fs], list(cfg["corpora"]), ("clean",), columns={fs: UPSTREAM_COLUMNS[which]})
     main = f"{fs}.{UPSTREAM_COLUMNS[which][0]}"
     if main not in df:
-        raise ValueError(f"pretrain {which}: the store has no {fs} rows for {cfg['corpora']}: "
+        raise BadParams(f"pretrain {which}: the store has no {fs} rows for {cfg['corpora']}: "
                          f"run `aver extract {fs}` first")
     df = df[df["speaker"].isin(speakers) & df[main].notna()]
     classes = resolve_labels(cfg["labels"], df["emotion"], label_sets)
     df = select_labels(df, classes)
     unused = sorted(set(speakers) - set(df["speaker"]))
     if cfg["speakers"] is not None and unused:
-        raise ValueError(f"pretrain {which}: declared speakers without labelled {fs} rows: {unused}")
+        raise BadParams(f"pretrain {which}: declared speakers without labelled {fs} rows: {unused}")
     if df["emotion"].nunique() < 2:
-        raise ValueError(f"pretrain {which}: need at least two classes, have {sorted(set(df['emotion']))}")
+        raise BadParams(f"pretrain {which}: need at least two classes, have {sorted(set(df['emotion']))}")
     return df, classes
 
 
 def split_speakers(speakers: list[str], n_valid: int, seed: int) -> tuple[list[str], list[str]]:
     """(training speakers, validation speakers): `n_valid` whole speakers drawn with the seed."""
     if n_valid and len(speakers) <= n_valid:
-        raise ValueError(f"pretrain: {len(speakers)} speaker(s) {speakers} cannot leave {n_valid} for validation "
+        raise BadParams(f"pretrain: {len(speakers)} speaker(s) {speakers} cannot leave {n_valid} for validation "
                          "and still train; declare more speakers or set valid_speakers: 0")
     valid = sorted(np.random.default_rng(seed).choice(speakers, n_valid, replace=False).tolist()) if n_valid else []
     return [s for s in speakers if s not in valid], valid

@@ -10,6 +10,7 @@ from __future__ import annotations
 import lightgbm as lgb
 import numpy as np
 
+from pipelines.errors import BadParams
 from training.data import Frame
 from training.models import MODALITIES
 from training.models.tabular import TabularInputs, full_proba
@@ -69,7 +70,7 @@ class LGBMRegressor:
             y = train.target(t)
             known = np.isfinite(y)
             if not known.any():
-                raise ValueError(f"no training rows have a {t!r} label")
+                raise BadParams(f"no training rows have a {t!r} label")
             extra = {}
             if valid is not None and self.stopping and np.isfinite(valid.target(t)).any():
                 vy = valid.target(t)

@@ -25,6 +25,7 @@ import torch
 from sklearn.model_selection import GroupShuffleSplit
 from torch import nn
 
+from pipelines.errors import BadParams
 from training.data import Frame
 from training.models import MODALITIES
 
@@ -74,7 +75,7 @@ def resolve_columns(df: pd.DataFrame, features: dict[str, list[str]]) -> list[st
         hits = [c for c in names if any(fnmatch.fnmatchcase(c[len(feature_set) + 1:], g) for g in globs)
                 and not c.endswith(("_shape", "_times")) and _is_sequence_column(df[c])]
         if not hits:
-            raise ValueError(f"no per-frame sequence column of {feature_set!r} matches {globs}; "
+            raise BadParams(f"no per-frame sequence column of {feature_set!r} matches {globs}; "
                              f"its columns: {[c[len(feature_set) + 1:] for c in names][:30]}")
         cols += [c for c in hits if c not in cols]
     return cols
@@ -125,9 +126,9 @@ def load_sequences(frame: Frame, modality: str, columns: list[str], time_axis: d
 def feature_dim(seqs: list[np.ndarray | None], modality: str) -> int:
     dims = {s.shape[1] for s in seqs if s is not None}
     if not dims:
-        raise ValueError(f"no training row has {modality} data: check the {modality} columns in the model params")
+        raise BadParams(f"no training row has {modality} data: check the {modality} columns in the model params")
     if len(dims) > 1:
-        raise ValueError(f"{modality} sequences have different feature sizes {sorted(dims)}")
+        raise BadParams(f"{modality} sequences have different feature sizes {sorted(dims)}")
     return dims.pop()
 
 
@@ -249,16 +250,16 @@ class TorchModel:
         known = {**COMMON_DEFAULTS, **self.defaults}
         unknown = set(params) - set(known)
         if unknown:
-            raise ValueError(f"{type(self).__name__}: unknown params {sorted(unknown)}; known: {sorted(known)}")
+            raise BadParams(f"{type(self).__name__}: unknown params {sorted(unknown)}; known: {sorted(known)}")
         self.params = {**known, **params}
         if self.params["target"] not in ("emotion", "dims"):
-            raise ValueError(f"target must be 'emotion' or 'dims', not {self.params['target']!r}")
+            raise BadParams(f"target must be 'emotion' or 'dims', not {self.params['target']!r}")
         self.classes = list(classes)
         self.targets = list(self.params["dims"]) if self.regression else []
         self.params["features"] = self.params["features"] or self.default_features
         self.modalities = tuple(m for m in MODALITIES if m in self.params["features"])
         if not set(self.required) <= set(self.modalities) or not self.modalities:
-            raise ValueError(f"{type(self).__name__} needs `features` for {list(self.required) or 'a modality'}, "
+            raise BadParams(f"{type(self).__name__} needs `features` for {list(self.required) or 'a modality'}, "
                              f"got {sorted(self.params['features'])}")
         self.columns: dict[str, list[str]] = {}
         self.dims: dict[str, int] = {}
@@ -311,7 +312,7 @@ class TorchModel:
         self.columns = {}
         df, seqs, y = self._rows(train)
         if len(y) == 0:
-            raise ValueError(f"{self.name or type(self).__name__}: no labelled training rows with features")
+            raise BadParams(f"{self.name or type(self).__name__}: no labelled training rows with features")
         if valid is None:
             tr, va = inner_split(df, float(self.params["valid_fraction"]), int(self.params["seed"]))
             vseqs, vy = {m: [s[i] for i in va] for m, s in seqs.items()}, y[va]
