@@ -234,6 +234,17 @@ def mead(root: Path) -> Path:
     return root
 
 
+def huge_table(path: Path) -> Path:
+    """An mp4 whose time-to-sample table claims ~4 billion entries: FFmpeg answers "Cannot allocate memory"
+    (ENOMEM), although the file is merely corrupt."""
+    video(path)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"stts") + 8          # after the version/flags word: the entry count
+    data[at:at + 4] = b"\xff\xff\xff\xf0"
+    path.write_bytes(bytes(data))
+    return path
+
+
 GENERIC_REGEX = r"(?P<speaker>s\d)_(?P<emotion>[a-z]+)"
 
 
