@@ -1,7 +1,8 @@
 """Audio variants `<noise>_snr<dB>`: the clean signal plus noise scaled to an exact signal-to-noise ratio.
 
 Noises: `white` (Gaussian), `pink` (1/f power spectrum), `babble` (the sum of the first three usable clips of
-`item["peers"]`, each brought to the same power so no single talker dominates), `noise` (a file from `item["augment"]["noise_dir"]`).
+`item["peers"]`, each brought to the same power so no single talker dominates), `noise` (a file from
+`item["augment"]["noise_dir"]`).
 Every random choice comes from an rng seeded by (augment seed, clip_id, variant) through sha256, so a variant is
 the same on every run, worker and engine. Variant names that are not audio variants (`blur`, ...) return the
 clean signal: the audio features of a video variant are the clean ones.

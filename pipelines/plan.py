@@ -29,6 +29,7 @@ from pipelines.store import FeatureStore
 N_PEERS = 3          # babble talkers (features.augment_audio.MIN_BABBLE_TALKERS)
 PEER_SPARES = 5      # further candidates, used when a talker turns out unusable at extraction
 PEER_STRIDE = 7
+PEERS_VERSION = 2    # in the fingerprint of sets with babble variants: 2 = distinct usable talkers, with spares
 RETRIED_REASONS = ("missing_input:",)
 
 
@@ -76,6 +77,8 @@ def config_fingerprint(params: dict, feature_set: str, store: FeatureStore, corp
     fcfg = feature_config(params, feature_set)
     extractor = build(fcfg["extractor"], dict(fcfg["params"]))
     augment = params.get("augment", {}) if set(fcfg["variants"]) - {"clean"} else {}
+    if any(v.startswith("babble") for v in fcfg["variants"]):     # stored babble rows of older talkers are stale
+        augment = {**augment, "babble_peers": PEERS_VERSION}
     upstream = {fs: (upstream_fps or {}).get(fs) or store.info(fs, corpus)["fingerprint"] for fs in extractor.requires}
     fp = fingerprint(extractor.kind, extractor.version,
                      {"params": fcfg["params"], "variants": sorted(fcfg["variants"]),
