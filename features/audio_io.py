@@ -69,7 +69,7 @@ def _open(path: Path):
     try:
         size = path.stat().st_size
     except OSError as e:
-        raise ClipError("unreadable", f"cannot read {path}: {e}") from e
+        raise ClipError("unreadable", f"cannot read {path}: {e.strerror}") from e
     if size == 0:
         raise ClipError("empty_file", f"{path} has 0 bytes")
     try:
