@@ -82,3 +82,22 @@ def test_upstream_rows_fall_back_to_clean_only_across_modalities(tmp_path):
     assert rows.get("video", {"clip_id": "c/1", "variant": "white_snr5"})["variant"] == "clean"
     assert rows.get("audio", {"clip_id": "c/1", "variant": "white_snr5"}) is None
     assert rows.get("audio", {"clip_id": "c/1", "variant": "blur"})["variant"] == "clean"
+
+
+def test_rows_are_checked_where_a_worker_accepts_them():
+    """The same promise on an extractor's row dicts: a faces frame without the face is NaN (allowed in the columns
+    faces documents as nullable), inf never is, and a NaN elsewhere sends the row to the ledger."""
+    from pipelines.extractor import Result, build
+    from pipelines.rowcheck import reject_garbage
+    faces = build("faces", {"landmarks68": False})
+    filler = {pa.float32(): 0.5, pa.int32(): 1, pa.string(): "[]", pa.list_(pa.float32()): [0.5],
+              pa.list_(pa.int32()): [1], pa.list_(pa.bool_()): [True], pa.list_(pa.binary()): [b""]}
+    item = {"clip_id": "c/0", "corpus": "c", "path": "0.mp4", "content_hash": "h"}
+    rows = [{**item, "variant": v, **{f.name: filler[f.type] for f in faces.schema()}, **change}
+            for v, change in [("clean", {"boxes": [float("nan")] * 4}), ("blur", {"scores": [float("inf")]}),
+                              ("jpeg", {"face_fraction": float("nan")})]]
+    out = reject_garbage(faces, [{**item, "variant": r["variant"]} for r in rows], Result(rows))
+    assert [r["variant"] for r in out.rows] == ["clean"]
+    assert [(f["variant"], f["reason"]) for f in out.failures] == [("blur", "non_finite_features"),
+                                                                    ("jpeg", "non_finite_features")]
+    assert out.failures[0]["detail"].endswith("where numbers are due: scores")
