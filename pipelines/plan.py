@@ -29,7 +29,10 @@ from pipelines.store import FeatureStore
 N_PEERS = 3          # babble talkers (features.augment_audio.MIN_BABBLE_TALKERS)
 PEER_SPARES = 5      # further candidates, used when a talker turns out unusable at extraction
 PEER_STRIDE = 7
-PEERS_VERSION = 2    # in the fingerprint of sets with babble variants: 2 = distinct usable talkers, with spares
+# Planner rules that change stored rows, in the fingerprint of the sets they affect (only those re-extract):
+# babble talkers (2: distinct, usable, with spares); upstream fallback (2: clean rows only across modalities).
+PEERS_VERSION = 2
+FALLBACK_VERSION = 2
 RETRIED_REASONS = ("missing_input:",)
 
 
@@ -77,14 +80,18 @@ def config_fingerprint(params: dict, feature_set: str, store: FeatureStore, corp
     fcfg = feature_config(params, feature_set)
     extractor = build(fcfg["extractor"], dict(fcfg["params"]))
     augment = params.get("augment", {}) if set(fcfg["variants"]) - {"clean"} else {}
-    if any(v.startswith("babble") for v in fcfg["variants"]):     # stored babble rows of older talkers are stale
-        augment = {**augment, "babble_peers": PEERS_VERSION}
     upstream = {fs: (upstream_fps or {}).get(fs) or store.info(fs, corpus)["fingerprint"] for fs in extractor.requires}
+    rules = {}
+    if any(v.startswith("babble") for v in fcfg["variants"]):
+        rules["babble_peers"] = PEERS_VERSION
+    if extractor.requires and any(variant_modality(v) == extractor.modality for v in fcfg["variants"]):
+        rules["upstream_fallback"] = FALLBACK_VERSION
+    plan = {"plan": rules} if rules else {}
     fp = fingerprint(extractor.kind, extractor.version,
                      {"params": fcfg["params"], "variants": sorted(fcfg["variants"]),
-                      "augment": augment, "upstream": upstream})
+                      "augment": augment, "upstream": upstream, **plan})
     meta = {"kind": extractor.kind, "version": extractor.version, "params": fcfg["params"],
-            "variants": fcfg["variants"], "augment": augment, "upstream": upstream, "fingerprint": fp}
+            "variants": fcfg["variants"], "augment": augment, "upstream": upstream, **plan, "fingerprint": fp}
     return extractor, fp, meta
 
 

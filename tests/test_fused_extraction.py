@@ -143,3 +143,17 @@ def test_video_variant_never_reads_clean_faces(corpus):
     assert summary.extracted == 0 and store.read("fer_embedding", "c").num_rows == 0
     reasons = Counter(r["reason"] for r in store.read("fer_embedding", "c", kind="ledger").to_pylist())
     assert reasons == {"missing_input:faces": 4, "modality_absent": 1}
+
+
+def test_rows_of_old_planner_rules_are_re_extracted(corpus):
+    """Rows stored under the old rules (a blurred-video embedding from clean faces, babble of repeated or
+    unusable talkers) carry the old fingerprint: only the sets those rules touch get a new one."""
+    from pipelines.plan import config_fingerprint
+    tmp, root = corpus
+    params = _params(tmp, root, "unused")
+    params["features"]["fer_embedding"]["variants"] = ["clean", "blur"]
+    params["features"]["logmel"]["variants"] = ["clean", "babble_snr5"]
+    store = FeatureStore(tmp / "unused", tmp / "manifests")
+    rules = {fs: config_fingerprint(params, fs, store, "c")[2].get("plan") for fs in SETS}
+    assert rules == {"fer_embedding": {"upstream_fallback": 2}, "logmel": {"babble_peers": 2}, "faces": None,
+                     "egemaps": None}
