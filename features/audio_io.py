@@ -25,6 +25,7 @@ import soxr
 
 from features.augment_audio import apply_variant
 from pipelines.extractor import ClipError
+from pipelines.probe import ffmpeg_problem
 
 MIN_DURATION_S = 0.025      # one 25 ms analysis frame: anything shorter yields no features
 SILENCE_PEAK = 1e-4         # peak below -80 dBFS = digital silence (real recordings peak far above)
@@ -68,14 +69,15 @@ def _open(path: Path):
     try:
         size = path.stat().st_size
     except OSError as e:
-        raise ClipError("unreadable", f"cannot read {path}: {e}") from e
+        raise ClipError("unreadable", f"cannot read {path}: {e.strerror}") from e
     if size == 0:
         raise ClipError("empty_file", f"{path} has 0 bytes")
     try:
         return av.open(str(path))
+    except (FileNotFoundError, PermissionError) as e:
+        raise ClipError("unreadable", f"cannot open {path}: {e.strerror}") from e
     except av.FFmpegError as e:
-        reason = "unreadable" if isinstance(e, (FileNotFoundError, PermissionError)) else "undecodable"
-        raise ClipError(reason, f"PyAV cannot open {path}: {e}") from e
+        raise ClipError("undecodable", f"{path.name}: {ffmpeg_problem(e)}") from e
 
 
 def _read(container, stream, seek_to: float | None, t_end: float):
@@ -210,6 +212,13 @@ def load_clip(item: dict, sr: int, resampler: str = "soxr_hq") -> AudioClip:
     start, end = (t if _is_set(t) else None for t in (item.get("start"), item.get("end")))
     clean, clipped = _clean(item["abspath"], start, end, item.get("content_hash"), sr, resampler)
     return AudioClip(apply_variant(clean, sr, item), sr, clipped)
+
+
+def require_samples(clip: AudioClip, n: int, needs: str) -> None:
+    """ClipError `too_short` unless the clip has at least `n` samples, the least that `needs` works on."""
+    if len(clip.signal) < n:
+        raise ClipError("too_short", f"{len(clip.signal) / clip.sr * 1000:.1f} ms of audio; {needs} needs at least "
+                                     f"{n / clip.sr * 1000:.1f} ms ({n} samples at {clip.sr} Hz)")
 
 
 def load_audio(item: dict, sr: int, resampler: str = "soxr_hq") -> tuple[np.ndarray, int]:

@@ -16,7 +16,6 @@ at its own rate.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -47,8 +46,6 @@ class AudioSetEmbedding(BaseExtractor):
         super().__init__(**params)
         if self.params["resampler"] not in RESAMPLERS:
             raise ValueError(f"{self.kind}: resampler must be one of {sorted(RESAMPLERS)}, not {self.params['resampler']!r}")
-        if str(self.params["device"]).startswith("cuda") and not self.resources.num_gpus:
-            self.resources = replace(self.resources, num_gpus=1.0)   # so Ray schedules the actor on a GPU
         self.window = max(1, round(self.params["window_s"] * FRAMES_PER_S))
         self.hop = max(1, round(self.params["hop_s"] * FRAMES_PER_S))
 

@@ -1,7 +1,8 @@
 """Audio variants `<noise>_snr<dB>`: the clean signal plus noise scaled to an exact signal-to-noise ratio.
 
-Noises: `white` (Gaussian), `pink` (1/f power spectrum), `babble` (the sum of the clips in `item["peers"]`,
-each brought to the same power so no single talker dominates), `noise` (a file from `item["augment"]["noise_dir"]`).
+Noises: `white` (Gaussian), `pink` (1/f power spectrum), `babble` (the sum of the first three usable clips of
+`item["peers"]`, each brought to the same power so no single talker dominates), `noise` (a file from
+`item["augment"]["noise_dir"]`).
 Every random choice comes from an rng seeded by (augment seed, clip_id, variant) through sha256, so a variant is
 the same on every run, worker and engine. Variant names that are not audio variants (`blur`, ...) return the
 clean signal: the audio features of a video variant are the clean ones.
@@ -73,25 +74,34 @@ def fit_length(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _decoded(path: str, sr: int) -> np.ndarray:
-    """Noise files are reused across many clips: keep the last few decoded (bounded: they can be long)."""
-    from features.audio_io import decode_audio   # audio_io imports this module
-    x = decode_audio(path, sr)
+    """A noise source at `sr`, after the quality checks every clip passes (finite, not silent, not too short): a
+    source with inf samples has infinite power and would turn the mix into NaN. Noise files are reused across
+    many clips: keep the last few decoded (bounded: they can be long)."""
+    from features.audio_io import check_quality, decode_native, resample, to_mono   # audio_io imports this module
+    decoded = decode_native(path)
+    check_quality(decoded, Path(path).name)
+    x = resample(to_mono(decoded), decoded.rate, sr)
     x.flags.writeable = False
     return x
 
 
 def babble(peers: list[str], n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    talkers = []
+    """The first MIN_BABBLE_TALKERS usable clips of `peers` (candidates in the planner's order), each brought to
+    unit power; an unusable candidate is skipped, so the same files always give the same talkers."""
+    talkers, skipped = [], []
     for path in peers:
+        if len(talkers) == MIN_BABBLE_TALKERS:
+            break
         try:
             x = _decoded(str(path), sr)
-        except ClipError:      # a peer without usable audio is simply not a talker
+        except ClipError as e:      # a peer without usable audio is simply not a talker
+            skipped.append(f"{Path(path).name}: {e.reason}")
             continue
-        if len(x) and power(x) > 0:
-            talkers.append(fit_length(x, n, rng) / np.sqrt(power(x)))
+        talkers.append(fit_length(x, n, rng) / np.sqrt(power(x)))
     if len(talkers) < MIN_BABBLE_TALKERS:
-        raise ClipError("no_noise_source", f"babble needs {MIN_BABBLE_TALKERS} peer clips with audio, "
-                                           f"got {len(talkers)} of {len(peers)}")
+        raise ClipError("no_noise_source", f"babble needs {MIN_BABBLE_TALKERS} usable peer clips, found "
+                                           f"{len(talkers)} among {len(peers)} candidates"
+                                           + (f" (skipped {'; '.join(skipped)})" if skipped else ""))
     return np.sum(talkers, axis=0)
 
 

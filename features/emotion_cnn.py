@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from features.alignment import decode_image
+from pipelines.errors import MissingFile
 from pipelines.extractor import BaseExtractor, ClipError
 from pipelines.weights import sha256_of
 
@@ -181,7 +182,7 @@ def read_checkpoint_info(directory: Path, net: str | None = None) -> dict:
     directory = Path(directory)
     info_path, weights = directory / INFO_FILE, directory / WEIGHTS_FILE
     if not info_path.exists() or not weights.exists():
-        raise FileNotFoundError(f"no checkpoint at {directory} (needs {INFO_FILE} and {WEIGHTS_FILE}): "
+        raise MissingFile(f"no checkpoint at {directory} (needs {INFO_FILE} and {WEIGHTS_FILE}): "
                                 f"run `aver pretrain {net or 'face|speech'}` first")
     info = json.loads(info_path.read_text())
     if sha256_of(weights) != info.get("fingerprint"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import islice
 from typing import ClassVar
 
@@ -44,6 +44,8 @@ class FacesExtractor(BaseExtractor):
     kind: ClassVar[str] = "faces"
     version: ClassVar[str] = "1"
     modality: ClassVar[str] = "video"
+    # NaN marks frames without the main face (and landmark statistics of a clip where dlib found none)
+    nan_columns: ClassVar[tuple[str, ...]] = ("boxes", "scores", "landmarks5", "landmarks68", *GEOMETRY, "stat_*")
     defaults: ClassVar[dict] = {
         "fps": 5.0, "model": "mnet025", "max_side": 640, "face_px": 160, "score_threshold": 0.5,
         "crop_size": 112, "crop_format": "png", "detect_every": 2, "device": "cpu", "landmarks68": True,
@@ -55,8 +57,6 @@ class FacesExtractor(BaseExtractor):
             raise ValueError(f"faces: detect_every must be >= 1, got {self.params['detect_every']}")
         if self.params["crop_format"] not in ("png", "jpeg"):
             raise ValueError(f"faces: crop_format must be 'png' or 'jpeg', got {self.params['crop_format']!r}")
-        if str(self.params["device"]).startswith("cuda") and not self.resources.num_gpus:
-            self.resources = replace(self.resources, num_gpus=1.0)
         self.detector = self.shapes = None
 
     def schema(self) -> pa.Schema:

@@ -7,7 +7,6 @@ network in one batch (split into `max_batch` chunks). Frames without a face are 
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import ClassVar
 
 import cv2
@@ -41,11 +40,6 @@ class FerEmbedding(BaseExtractor):
     defaults: ClassVar[dict] = {"device": "cpu", "max_batch": 512}
 
     model: MiniXception | None = None
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        if str(self.params["device"]).startswith("cuda") and not self.resources.num_gpus:
-            self.resources = replace(self.resources, num_gpus=1.0)   # so Ray schedules the actor on a GPU
 
     def schema(self) -> pa.Schema:
         return pa.schema([

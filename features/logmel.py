@@ -9,7 +9,7 @@ import librosa
 import numpy as np
 import pyarrow as pa
 
-from features.audio_io import load_clip
+from features.audio_io import load_clip, require_samples
 from pipelines.extractor import BaseExtractor
 
 
@@ -41,6 +41,7 @@ class LogMelExtractor(BaseExtractor):
             self.setup()
         p = self.params
         clip = load_clip(item, p["sample_rate"])
+        require_samples(clip, p["n_fft"], f"one STFT frame (n_fft={p['n_fft']})")
         power = np.abs(librosa.stft(clip.signal, n_fft=p["n_fft"], hop_length=p["hop_length"])) ** 2
         logmel = np.log(self.mel_basis @ power + p["log_offset"]).astype(np.float32)
         frames = logmel.shape[1]

@@ -12,11 +12,14 @@ import numpy as np
 import opensmile
 import pyarrow as pa
 
-from features.audio_io import load_clip
+from features.audio_io import load_clip, require_samples
 from pipelines.extractor import BaseExtractor
 
 LEVELS = {"functionals": opensmile.FeatureLevel.Functionals, "lld": opensmile.FeatureLevel.LowLevelDescriptors}
 FEATURE_SETS = ("eGeMAPSv02", "ComParE_2016")
+# openSMILE's longest analysis frame (the 60 ms F0 window of eGeMAPS and ComParE): shorter input gives NaN
+# functionals ("Segment too short, filling with NaN") and no LLD frame; measured, 60 ms + 1 sample always works
+MIN_SECONDS = 0.060
 
 
 def make_smile(feature_set: str, level: str) -> opensmile.Smile:
@@ -62,6 +65,7 @@ class OpenSmileExtractor(BaseExtractor):
         if self.smile is None:
             self.setup()
         clip = load_clip(item, self.params["sample_rate"])
+        require_samples(clip, int(MIN_SECONDS * clip.sr) + 1, "openSMILE (its 60 ms pitch window)")
         df = self.smile.process_signal(clip.signal, clip.sr)
         values = df[list(self.names)].to_numpy(dtype=np.float32)
         row = {"clipped_fraction": clip.clipped_fraction}

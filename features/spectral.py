@@ -11,7 +11,7 @@ import librosa
 import numpy as np
 import pyarrow as pa
 
-from features.audio_io import load_clip
+from features.audio_io import load_clip, require_samples
 from pipelines.extractor import BaseExtractor
 
 STATS = {"mean": np.mean, "std": np.std, "min": np.min, "max": np.max}
@@ -69,6 +69,7 @@ class SpectralExtractor(BaseExtractor):
             self.setup()
         p = self.params
         clip = load_clip(item, p["sample_rate"])
+        require_samples(clip, p["n_fft"], f"one STFT frame (n_fft={p['n_fft']})")
         y = clip.signal
         power = np.abs(librosa.stft(y, n_fft=p["n_fft"], hop_length=p["hop_length"])) ** 2
         mfcc = librosa.feature.mfcc(S=librosa.power_to_db(self.mel_basis @ power), n_mfcc=p["n_mfcc"])

@@ -16,6 +16,7 @@ import numpy as np
 
 from features.augment_video import frame_augmenter
 from pipelines.extractor import ClipError
+from pipelines.probe import ffmpeg_problem
 
 Sample = tuple[float, np.ndarray]
 
@@ -76,9 +77,11 @@ def _open(path: str | Path) -> av.container.InputContainer:
             raise ClipError("empty_file", f"{path.name} is 0 bytes")
         return av.open(str(path))
     except (FileNotFoundError, PermissionError) as e:
-        raise ClipError("unreadable", f"cannot read {path}: {e}") from e
-    except (av.FFmpegError, OSError) as e:
-        raise ClipError("undecodable", f"FFmpeg cannot open {path.name}: {e}") from e
+        raise ClipError("unreadable", f"cannot read {path}: {e.strerror}") from e
+    except av.FFmpegError as e:
+        raise ClipError("undecodable", f"{path.name}: {ffmpeg_problem(e)}") from e
+    except OSError as e:
+        raise ClipError("undecodable", f"cannot open {path.name}: {e.strerror}") from e
 
 
 def _timed_frames(container, stream, origin: float, native_fps: float, start: float | None, end: float | None,
@@ -98,7 +101,8 @@ def _timed_frames(container, stream, origin: float, native_fps: float, start: fl
             last_t = t
             yield t, frame
     except av.FFmpegError as e:
-        raise ClipError("undecodable", f"decoding {Path(path).name} failed after {max(last_t, 0):.2f}s: {e}") from e
+        raise ClipError("undecodable", f"decoding {Path(path).name} failed after {max(last_t, 0):.2f}s: "
+                                       f"{ffmpeg_problem(e)}") from e
 
 
 def _nearest_to_grid(frames: Iterator[tuple[float, av.VideoFrame]], period: float, start: float | None,

@@ -10,9 +10,11 @@ from typing import Optional
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipelines.config import corpus_config, load_params, paths
+from pipelines.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
 corpus_app = typer.Typer(no_args_is_help=True, help="Declare and list corpora (params.yaml `corpora:`).")
@@ -20,6 +22,15 @@ store_app = typer.Typer(no_args_is_help=True, help="Inspect and verify the featu
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(store_app, name="store")
 console = Console(width=None if sys.stdout.isatty() else 160)   # logs and CI: don't squeeze tables
+
+DEBUG = {"traceback": False}
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="show the traceback of every error, "
+                                                               "including mistakes in the input")) -> None:
+    DEBUG["traceback"] = debug
+
 
 ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p", help="params file")
 
@@ -177,12 +188,16 @@ def corpus_add(name: str, root: Path = typer.Option(..., help="corpus root folde
                label: list[str] = typer.Option(None, help="label map entry CODE=canonical (repeatable)"),
                metadata_csv: Optional[Path] = typer.Option(None, help="CSV joined on a regex group"),
                join_on: Optional[str] = typer.Option(None, help="column/group to join the CSV on"),
+               speaker: Optional[str] = typer.Option(None, help="fixed speaker of every clip (single-speaker "
+                                                                "corpora), used where the regex and CSV give none"),
                params_file: Path = ParamsOpt) -> None:
     """Declare a new corpus with the generic adapter (no code needed)."""
     from pipelines.corpora.generic import add_corpus_entry
+    if bad := [x for x in label or [] if "=" not in x]:
+        raise UserError(f"--label takes CODE=emotion (e.g. W=angry), not {bad}")
     label_map = dict(x.split("=", 1) for x in label or [])
     add_corpus_entry(params_file, name, root=str(root), glob=glob, regex=regex, label_map=label_map,
-                     metadata_csv=str(metadata_csv) if metadata_csv else None, join_on=join_on)
+                     metadata_csv=str(metadata_csv) if metadata_csv else None, join_on=join_on, speaker=speaker)
     console.print(f"added corpus {name!r} to {params_file}; run `aver ingest {name}`")
 
 
@@ -246,10 +261,6 @@ def store_verify(feature_set: Optional[str] = typer.Argument(None), corpus: list
     raise typer.Exit(1 if bad else 0)
 
 
-class UserError(Exception):
-    """A problem the user can fix (bad input file, missing weights, unknown name): one line, no traceback."""
-
-
 def main() -> None:
     from rich.logging import RichHandler
 
@@ -264,8 +275,10 @@ def main() -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except (UserError, WeightsUnavailable, FileNotFoundError, KeyError, ValueError) as e:
-        console.print(f"[red]error:[/] {e.args[0] if e.args else e}")
+    except (UserError, WeightsUnavailable) as e:    # the user's to fix: one line; anything else is a bug: traceback
+        if DEBUG["traceback"]:
+            raise
+        console.print(f"[red]error:[/] {escape(str(e))}")
         sys.exit(2)
 
 

@@ -5,12 +5,17 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.errors import MissingFile, UnknownName
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict:
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise MissingFile(f"params file {path} does not exist (pass --params FILE)") from None
 
 
 def paths(params: dict) -> dict[str, Path]:
@@ -25,7 +30,7 @@ def feature_config(params: dict, feature_set: str) -> dict:
     try:
         cfg = params["features"][feature_set]
     except KeyError:
-        raise KeyError(f"feature set {feature_set!r} is not declared under features: in params.yaml") from None
+        raise UnknownName(f"feature set {feature_set!r} is not declared under features: in params.yaml") from None
     return {"extractor": cfg["extractor"], "params": cfg.get("params") or {},
             "variants": cfg.get("variants") or ["clean"]}
 
@@ -34,4 +39,4 @@ def corpus_config(params: dict, corpus: str) -> dict:
     try:
         return params["corpora"][corpus]
     except KeyError:
-        raise KeyError(f"corpus {corpus!r} is not declared under corpora: in params.yaml") from None
+        raise UnknownName(f"corpus {corpus!r} is not declared under corpora: in params.yaml") from None

@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 from scipy import signal
 
+from pipelines.errors import BadParams
+
 VERSION = "1"
 DEFAULT_EMOTIONS = ("neutral", "happy", "sad", "angry", "fearful", "surprised")
 NAME_RE = re.compile(r"(spk\d+)_([a-z]+)_t(\d+)")     # file stem: speaker, emotion, take
@@ -610,9 +612,9 @@ def generate(out_dir: Path, seed: int = 0, speakers: int = 6, emotions=DEFAULT_E
     """Write the synthetic corpus into `out_dir` (created; stale demo clips not in this request are removed)."""
     unknown = [e for e in emotions if e not in PROSODY]
     if unknown:
-        raise ValueError(f"demo has no profile for emotions {unknown}; choose from {sorted(PROSODY)}")
+        raise BadParams(f"demo has no profile for emotions {unknown}; choose from {sorted(PROSODY)}")
     if speakers < 1 or takes < 1 or duration < 0.5 or fps < 1 or fps != int(fps) or size < 64 or sample_rate < 8000:
-        raise ValueError("need speakers >= 1, takes >= 1, duration >= 0.5 s, a whole fps >= 1, size >= 64, "
+        raise BadParams("need speakers >= 1, takes >= 1, duration >= 0.5 s, a whole fps >= 1, size >= 64, "
                          "sample_rate >= 8000")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

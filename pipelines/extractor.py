@@ -16,11 +16,12 @@ import importlib
 import json
 import re
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
 
+from pipelines.errors import BadParams, UnknownName
 from pipelines.manifest import ledger_row
 
 KEY_FIELDS = [("clip_id", pa.string()), ("variant", pa.string()), ("content_hash", pa.string())]
@@ -66,15 +67,18 @@ class BaseExtractor:
     version: ClassVar[str] = "1"
     modality: ClassVar[str] = "audio"
     requires: ClassVar[tuple[str, ...]] = ()
+    nan_columns: ClassVar[tuple[str, ...]] = ()   # float columns (fnmatch patterns) where NaN marks a missing value
     defaults: ClassVar[dict] = {}
 
     def __init__(self, **params: Any):
         unknown = set(params) - set(self.defaults) - {"resources"}
         if unknown:
-            raise ValueError(f"{self.kind}: unknown params {sorted(unknown)}; known: {sorted(self.defaults)}")
+            raise BadParams(f"{self.kind}: unknown params {sorted(unknown)}; known: {sorted(self.defaults)}")
         res = params.pop("resources", {}) or {}
         self.params = {**self.defaults, **params}
         self.resources = Resources(**res)
+        if str(self.params.get("device", "")).startswith("cuda") and not self.resources.num_gpus:
+            self.resources = replace(self.resources, num_gpus=1.0)   # Ray hides GPUs from actors that ask for none
 
     def schema(self) -> pa.Schema:
         raise NotImplementedError
@@ -157,13 +161,20 @@ def limit_threads(resources: Resources) -> None:
 
 def extractor_class(kind: str) -> type:
     if kind not in REGISTRY:
-        raise KeyError(f"unknown extractor {kind!r}; known: {sorted(REGISTRY)}")
+        raise UnknownName(f"unknown extractor {kind!r}; known: {sorted(REGISTRY)}")
     module, cls = REGISTRY[kind].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
 def build(kind: str, params: dict | None = None) -> Extractor:
-    return extractor_class(kind)(**(params or {}))
+    """The extractor of `kind` with `params`; a param an extractor rejects (its ValueError) is a BadParams."""
+    cls = extractor_class(kind)
+    try:
+        return cls(**(params or {}))
+    except BadParams:
+        raise
+    except ValueError as e:
+        raise BadParams(f"{kind}: {e}") from e
 
 
 def variant_modality(variant: str) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pipelines.extractor import Extractor, Resources, Result, build, failure
+from pipelines.rowcheck import reject_garbage
 
 Member = tuple[str, str, dict]      # (feature set, extractor kind, extractor params)
 
@@ -41,7 +42,8 @@ class ExtractorGroup:
                     out[fs].failures.append(failure(unit, extractor.kind, f"missing_input:{lacking[0]}",
                                                     f"{lacking[0]} failed on this clip in the same run"))
                     continue
-                result = extractor.process([{**unit, "inputs": {up: inputs[up] for up in extractor.requires}}])
+                item = {**unit, "inputs": {up: inputs[up] for up in extractor.requires}}
+                result = reject_garbage(extractor, [item], extractor.process([item]))   # never store garbage
                 out[fs].rows += result.rows
                 out[fs].failures += result.failures
                 if result.rows:

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipelines.corpora import scan_corpus
 from pipelines.corpora._common import choices
+from pipelines.errors import BadParams
 from pipelines.manifest import (LEDGER_SCHEMA, MANIFEST_SCHEMA, Clip, ledger_path, ledger_row, manifest_path,
                                 to_table, write_atomic)
 from pipelines.probe import ProbeError, probe_file, restrict
@@ -60,7 +61,7 @@ def ingest(corpus_name: str, cfg: dict, manifest_dir: Path, progress: bool = Tru
     options = dict(cfg)
     adapter = options.pop("adapter", corpus_name)
     if "root" not in options:
-        raise ValueError(f"corpus {corpus_name!r}: the params entry needs a root")
+        raise BadParams(f"corpus {corpus_name!r}: the params entry needs a root")
     root = Path(os.path.abspath(Path(str(options.pop("root"))).expanduser()))
     require = choices("require", options.pop("require", None) or (), ("audio", "video"))
 

@@ -7,7 +7,9 @@ fingerprint → run the engine → write atomic parts and ledger files as batche
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,14 +17,22 @@ from dataclasses import dataclass
 import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from features.audio_io import MIN_DURATION_S
 from pipelines.config import feature_config, paths
 from pipelines.engines import get_engine
-from pipelines.extractor import Extractor, Result, build, extractor_class, fingerprint, full_schema, key_of
+from pipelines.extractor import (REGISTRY, Extractor, Result, build, extractor_class, fingerprint, full_schema, key_of,
+                                 variant_modality)
 from pipelines.group import Member
 from pipelines.manifest import LEDGER_SCHEMA, ledger_row, read_corpus_root, read_manifest
 from pipelines.store import FeatureStore
 
-N_PEERS = 3
+N_PEERS = 3          # babble talkers (features.augment_audio.MIN_BABBLE_TALKERS)
+PEER_SPARES = 5      # further candidates, used when a talker turns out unusable at extraction
+PEER_STRIDE = 7
+# Planner rules that change stored rows, in the fingerprint of the sets they affect (only those re-extract):
+# babble talkers (2: distinct, usable, with spares); upstream fallback (2: clean rows only across modalities).
+PEERS_VERSION = 2
+FALLBACK_VERSION = 2
 RETRIED_REASONS = ("missing_input:",)
 
 
@@ -44,13 +54,23 @@ def _stable_int(text: str) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
 
 
-def _peers(rows: list[dict], root, clip_id: str) -> list[str]:
-    """A few other clips with audio, picked deterministically: the babble noise source."""
-    others = [r for r in rows if r["has_audio"] and r["clip_id"] != clip_id]
-    if not others:
+def _peer_pool(rows: list[dict]) -> list[dict]:
+    """Clips that can be babble talkers as far as the manifest tells: an audio stream at least as long as the
+    shortest usable clip. Extraction checks the samples too and skips a candidate that fails (augment_audio)."""
+    return [r for r in rows if r["has_audio"] and (r.get("duration") is None or r["duration"] >= MIN_DURATION_S)]
+
+
+def _peers(pool: list[dict], root, clip_id: str) -> list[str]:
+    """Babble candidates for a clip, in order: N_PEERS talkers plus PEER_SPARES to fall back on, all distinct,
+    drawn deterministically from the pool (without the clip itself) with a stride coprime to its size, so they
+    spread over the corpus rather than sitting next to each other in clip order (often the same speaker)."""
+    others = [r for r in pool if r["clip_id"] != clip_id]
+    n = len(others)
+    if not n:
         return []
-    start = _stable_int(clip_id) % len(others)
-    return [str(root / others[(start + k * 7) % len(others)]["path"]) for k in range(min(N_PEERS, len(others)))]
+    start = _stable_int(clip_id) % n
+    stride = next(s for s in itertools.count(PEER_STRIDE) if math.gcd(s, n) == 1)
+    return [str(root / others[(start + k * stride) % n]["path"]) for k in range(min(N_PEERS + PEER_SPARES, n))]
 
 
 def config_fingerprint(params: dict, feature_set: str, store: FeatureStore, corpus: str,
@@ -61,11 +81,17 @@ def config_fingerprint(params: dict, feature_set: str, store: FeatureStore, corp
     extractor = build(fcfg["extractor"], dict(fcfg["params"]))
     augment = params.get("augment", {}) if set(fcfg["variants"]) - {"clean"} else {}
     upstream = {fs: (upstream_fps or {}).get(fs) or store.info(fs, corpus)["fingerprint"] for fs in extractor.requires}
+    rules = {}
+    if any(v.startswith("babble") for v in fcfg["variants"]):
+        rules["babble_peers"] = PEERS_VERSION
+    if extractor.requires and any(variant_modality(v) == extractor.modality for v in fcfg["variants"]):
+        rules["upstream_fallback"] = FALLBACK_VERSION
+    plan = {"plan": rules} if rules else {}
     fp = fingerprint(extractor.kind, extractor.version,
                      {"params": fcfg["params"], "variants": sorted(fcfg["variants"]),
-                      "augment": augment, "upstream": upstream})
+                      "augment": augment, "upstream": upstream, **plan})
     meta = {"kind": extractor.kind, "version": extractor.version, "params": fcfg["params"],
-            "variants": fcfg["variants"], "augment": augment, "upstream": upstream, "fingerprint": fp}
+            "variants": fcfg["variants"], "augment": augment, "upstream": upstream, **plan, "fingerprint": fp}
     return extractor, fp, meta
 
 
@@ -78,6 +104,7 @@ def plan_items(params: dict, feature_set: str, corpus: str, extractor: Extractor
     augment = params.get("augment", {})
     need = "has_audio" if extractor.modality == "audio" else "has_video"
     items, absent = [], []
+    pool = _peer_pool(rows)
     for row in rows:
         for variant in variants:
             item = {**row, "variant": variant, "abspath": str(root / row["path"])}
@@ -87,7 +114,7 @@ def plan_items(params: dict, feature_set: str, corpus: str, extractor: Extractor
                                          variant=variant, content_hash=row["content_hash"]))
                 continue
             item["augment"] = augment
-            item["peers"] = _peers(rows, root, row["clip_id"]) if variant.startswith("babble") else []
+            item["peers"] = _peers(pool, root, row["clip_id"]) if variant.startswith("babble") else []
             items.append(item)
     return items, absent
 
@@ -101,17 +128,23 @@ def planned_keys(params: dict, feature_set: str, corpus: str) -> dict[tuple[str,
 
 class _StoredRows:
     """Upstream feature rows of the store, each feature set read once: the row of the item's (clip, variant), else
-    the clip's clean row (an upstream set lacking the variant)."""
+    the clip's clean row when the variant perturbs the other modality (noisy audio leaves the faces clean). A
+    variant of the upstream's own modality never falls back: its results would be clean results."""
 
     def __init__(self, store: FeatureStore, corpus: str):
-        self.store, self.corpus, self.tables = store, corpus, {}
+        self.store, self.corpus, self.tables, self.modalities = store, corpus, {}, {}
 
     def get(self, feature_set: str, item: dict) -> dict | None:
         if feature_set not in self.tables:
             self.tables[feature_set] = {(r["clip_id"], r["variant"]): r
                                         for r in self.store.read(feature_set, self.corpus).to_pylist()}
-        rows = self.tables[feature_set]
-        return rows.get((item["clip_id"], item["variant"])) or rows.get((item["clip_id"], "clean"))
+            kind = self.store.info(feature_set, self.corpus)["kind"]
+            self.modalities[feature_set] = extractor_class(kind).modality if kind in REGISTRY else None
+        rows, variant = self.tables[feature_set], item["variant"]
+        row = rows.get((item["clip_id"], variant))
+        if row is None and variant_modality(variant) not in (None, self.modalities[feature_set]):
+            row = rows.get((item["clip_id"], "clean"))
+        return row
 
 
 def _missing_input(item: dict, extractor: Extractor, feature_set: str, corpus: str) -> dict:
@@ -230,16 +263,17 @@ def _prepare(params: dict, feature_set: str, corpus: str, store: FeatureStore, e
     summary.removed = store.prune(feature_set, corpus, fp, planned, retry_reasons=RETRIED_REASONS)
     done = store.done_keys(feature_set, corpus, fp)
     summary.already_done = len(done)
+    before = store.info(feature_set, corpus)     # the run's new ledger rows include those for absent modalities
     store.write_ledger(feature_set, corpus, [a for a in absent if (a["clip_id"], a["variant"]) not in done], meta)
     todo = [i for i in items if (i["clip_id"], i["variant"]) not in done][:limit]
-    return _Job(feature_set, extractor, meta, summary, todo, store.info(feature_set, corpus))
+    return _Job(feature_set, extractor, meta, summary, todo, before)
 
 
 def _units(jobs: list[_Job], store: FeatureStore, corpus: str) -> tuple[list[dict], dict[str, list[dict]]]:
     """One unit per (clip, variant) with every feature set that needs it, upstream first, ordered by clip so a
     worker sees a clip's variants together. An upstream row comes from the same unit when it is computed there,
-    else from the store; items whose upstream is computed in this run under another key (a video variant
-    falling back to the clean row) are returned per feature set, to run once this pass is stored."""
+    else from the store; items whose upstream is computed in this run under another key (a variant of the other
+    modality falling back to the clean row) are returned per feature set, to run once this pass is stored."""
     units: dict[tuple[str, str], dict] = {}
     deferred: dict[str, list[dict]] = {}
     in_run = {job.feature_set for job in jobs}

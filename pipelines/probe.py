@@ -8,6 +8,7 @@ Failures raise `ProbeError(reason, detail)` with the ledger reasons `unreadable`
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -44,7 +45,7 @@ def probe_file(path: str | Path) -> dict:
     except PermissionError as e:
         raise ProbeError("unreadable", f"permission denied: {e}") from None
     except av.FFmpegError as e:
-        raise ProbeError("undecodable", f"FFmpeg cannot read it as media ({e})") from None
+        raise ProbeError("undecodable", ffmpeg_problem(e)) from None
     except OSError as e:
         raise ProbeError("unreadable", f"cannot read the file: {e}") from None
     return {**facts, "content_hash": digest}
@@ -68,15 +69,40 @@ def segment_hash(file_hash: str, start: float | None, end: float | None) -> str:
     return hashlib.sha256(f"{file_hash}|{start}|{end}".encode()).hexdigest()
 
 
+FILE_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket",
+              stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+def ffmpeg_problem(e: av.FFmpegError) -> str:
+    """What an FFmpeg error says about the file, in plain words (PyAV's message starts with FFmpeg's internal
+    error number, meaningless to a reader)."""
+    said = e.strerror or str(e)
+    if isinstance(e, av.error.InvalidDataError):
+        return f"the file is corrupt or not a media file FFmpeg can decode (FFmpeg: {said})"
+    if isinstance(e, av.error.MemoryError):     # ENOMEM while parsing: a corrupt size field asked for a huge buffer
+        return f"the file's data is corrupt: FFmpeg gave up on sizes that make no sense (FFmpeg: {said})"
+    if isinstance(e, av.error.EOFError):
+        return f"the file ends before its data does: it is truncated (FFmpeg: {said})"
+    return f"FFmpeg cannot decode the file (FFmpeg: {said})"
+
+
 def _check_readable(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        try:
+            path.stat()
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ProbeError("unreadable", "a symbolic link loop: the links point at each other") from None
+        raise ProbeError("unreadable", f"a broken symbolic link: its target {os.readlink(path)} does not exist")
     try:
         info = path.stat()
     except FileNotFoundError:
         raise ProbeError("unreadable", f"{path} does not exist") from None
     except OSError as e:
-        raise ProbeError("unreadable", f"cannot stat {path}: {e}") from None
+        raise ProbeError("unreadable", f"cannot read the file's details: {e.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise ProbeError("unreadable", f"{path} is not a regular file")
+        kind = FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a file")
+        raise ProbeError("unreadable", f"{path.name} is {kind}, not a regular file")
     if info.st_size == 0:
         raise ProbeError("empty_file", "the file has 0 bytes")
     if not os.access(path, os.R_OK):
@@ -128,20 +154,20 @@ def _first_frames(container, streams) -> tuple[dict[int, av.frame.Frame], dict[s
             try:
                 decoded = packet.decode()
             except av.FFmpegError as e:
-                errors[stream.type] = str(e)
+                errors[stream.type] = ffmpeg_problem(e)
                 del pending[stream.index]
                 decoded = []
             if decoded:
                 frames[stream.index] = decoded[0]
                 del pending[stream.index]
     except av.FFmpegError as e:   # the container breaks off (truncated file) before every stream gave a frame
-        errors.update({s.type: f"demuxing failed: {e}" for s in pending.values()})
+        errors.update({s.type: f"demuxing failed: {ffmpeg_problem(e)}" for s in pending.values()})
         pending = {}
     for stream in pending.values():   # short files: frames still inside the decoder
         try:
             flushed = stream.decode(None)
         except av.FFmpegError as e:
-            flushed, errors[stream.type] = [], str(e)
+            flushed, errors[stream.type] = [], ffmpeg_problem(e)
         if flushed:
             frames[stream.index] = flushed[0]
         else:

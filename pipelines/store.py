@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from pipelines.extractor import REGISTRY, extractor_class, variant_modality
 from pipelines.manifest import LEDGER_SCHEMA, now, read_manifest, to_table, write_atomic
+from pipelines.rowcheck import garbage_rows
 
 KEY = ["clip_id", "variant"]
 LABEL_COLUMNS = ["clip_id", "corpus", "speaker", "emotion", "emotion_orig", "split",
@@ -208,7 +209,8 @@ class FeatureStore:
 
     # ---- checks -------------------------------------------------------------------------------------------
     def verify(self, feature_set: str, corpus: str, planned: dict[tuple[str, str], str] | None = None) -> VerifyReport:
-        """Re-check schemas, fingerprints, duplicate keys and (given the plan) missing or stale rows."""
+        """Re-check schemas, fingerprints, duplicate keys, non-finite features (pipelines/rowcheck.py) and (given the
+        plan) missing or stale rows."""
         rep = VerifyReport(feature_set, corpus)
         shards = self.shards(feature_set, corpus)
         parts = [s for s in shards if s.kind == "part"]
@@ -226,6 +228,9 @@ class FeatureStore:
                 seen[(c, v)] = h
             if s.kind == "part":
                 rep.rows += t.num_rows
+                kind = s.meta.get("kind")
+                nan_columns = getattr(extractor_class(kind), "nan_columns", ()) if kind in REGISTRY else ()
+                rep.problems += [f"{s.path.name}: {p}" for p in garbage_rows(pq.read_table(s.path), nan_columns)]
             else:
                 rep.failed += t.num_rows
         if planned is not None:

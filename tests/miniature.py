@@ -5,6 +5,7 @@ returns the root and documents what an adapter should find there.
 """
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -230,4 +231,33 @@ def mead(root: Path) -> Path:
     audio(root / "M003/audio/angry/level_1/001.m4a", rate=48000)
     audio(root / "M003/audio/neutral/level_1/002.m4a", rate=48000)
     video(root / "W009/video/front/happy/level_3/005.mp4", size=(256, 256), with_audio=False)
+    return root
+
+
+def huge_table(path: Path) -> Path:
+    """An mp4 whose time-to-sample table claims ~4 billion entries: FFmpeg answers "Cannot allocate memory"
+    (ENOMEM), although the file is merely corrupt."""
+    video(path)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"stts") + 8          # after the version/flags word: the entry count
+    data[at:at + 4] = b"\xff\xff\xff\xf0"
+    path.write_bytes(bytes(data))
+    return path
+
+
+GENERIC_REGEX = r"(?P<speaker>s\d)_(?P<emotion>[a-z]+)"
+
+
+def generic_with_links(tmp: Path) -> Path:
+    """A generic-adapter corpus (`GENERIC_REGEX`) at tmp/corpus: s1 a real file, s2 inside a linked folder
+    (tmp/elsewhere), s3 a dangling link, s4 a link to itself (loop), s5 a FIFO, s6 text named .wav.
+    Expect clips s1 and s2; s3-s5 `unreadable`, s6 `undecodable`."""
+    elsewhere = audio(tmp / "elsewhere/s2_sad_1.wav").parent
+    root = tmp / "corpus"
+    audio(root / "s1_happy_1.wav")
+    (root / "linked").symlink_to(elsewhere)
+    (root / "s3_angry_1.wav").symlink_to(root / "gone.wav")
+    (root / "s4_angry_1.wav").symlink_to(root / "s4_angry_1.wav")
+    os.mkfifo(root / "s5_angry_1.wav")
+    text(root / "s6_angry_1.wav")
     return root

@@ -2,9 +2,11 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from features.audio_io import decode_audio, load_audio
 from features.augment_audio import parse_variant, pink_noise, variant_rng
@@ -95,14 +97,33 @@ def test_babble_is_made_of_the_peers():
         e = np.log10(np.mean(frames ** 2, axis=1) + 1e-12)
         return e.std()
     assert energy_spread(babble) > 2 * energy_spread(white)
-    # every peer is in the mix at a quarter of the power (correlation ~0.5), an unrelated clip is not.
-    # EmoDB clips are all 2.0 s, so each peer enters as a circular shift of itself.
+    # the first three peers are in the mix at a third of the power (correlation ~0.58), a spare candidate and an
+    # unrelated clip are not. EmoDB clips are all 2.0 s, so each peer enters as a circular shift of itself.
     def best_circular_correlation(x, y):
         xc = np.fft.irfft(np.fft.rfft(x) * np.conj(np.fft.rfft(y)), len(x))
         return xc.max() / np.sqrt(np.sum(x.astype(np.float64) ** 2) * np.sum(y.astype(np.float64) ** 2))
-    for peer in item("clean")["peers"]:
-        assert best_circular_correlation(babble, decode_audio(peer, 16000)) > 0.35
-    assert best_circular_correlation(babble, decode_audio(emodb("03a02Fc"), 16000)) < 0.15
+    talkers, spare = item("clean")["peers"][:3], item("clean")["peers"][3]
+    for peer in talkers:
+        assert best_circular_correlation(babble, decode_audio(peer, 16000)) > 0.4
+    for other in (spare, emodb("03a02Fc")):
+        assert best_circular_correlation(babble, decode_audio(other, 16000)) < 0.15
+
+
+def test_babble_skips_unusable_peers_in_order(tmp_path):
+    """A peer with inf samples has infinite power: mixed in, it turned the babble of a healthy clip into NaN.
+    Unusable candidates (non-finite, silent, too short, not media) are skipped for the next ones."""
+    x, sr = decode_audio(emodb(EMODB[1]), 16000), 16000      # at the mixing rate: no resampler smears the inf
+    broken = x.copy()
+    broken[100] = np.inf
+    sf.write(tmp_path / "inf.wav", broken, sr, subtype="FLOAT")
+    sf.write(tmp_path / "silent.wav", np.zeros(sr, np.float32), sr)
+    sf.write(tmp_path / "short.wav", x[: sr // 100], sr)      # 10 ms
+    (tmp_path / "text.wav").write_text("not audio")
+    bad = [str(tmp_path / n) for n in ("inf.wav", "silent.wav", "short.wav", "text.wav")]
+    good = item("babble_snr5")["peers"]
+    mixed, _ = load_audio({**item("babble_snr5"), "peers": bad[:2] + good[:1] + bad[2:] + good[1:]}, 16000)
+    assert np.isfinite(mixed).all()
+    np.testing.assert_array_equal(mixed, load_audio(item("babble_snr5"), 16000)[0])
 
 
 def test_video_variant_leaves_audio_clean():
@@ -117,3 +138,19 @@ def test_missing_noise_sources_become_ledger_rows(tmp_path):
     assert result.rows == []
     assert [f["reason"] for f in result.failures] == ["no_noise_source"] * 3 + ["unknown_variant"]
     assert [f["variant"] for f in result.failures] == ["babble_snr0", "noise_snr5", "noise_snr5", "hiss_snr5"]
+
+
+def test_babble_peers_are_distinct_usable_clips():
+    """The planner's candidates: distinct even when the other clips number a multiple of 7 (a stride of 7 used to
+    pick one clip three times), only clips with audio long enough, the same on every call."""
+    from pipelines.plan import N_PEERS, _peer_pool, _peers
+    rows = [{"clip_id": f"c/{i}", "path": f"{i}.wav", "has_audio": True, "duration": 1.0} for i in range(15)]
+    rows += [{"clip_id": "c/video_only", "path": "v.mp4", "has_audio": False, "duration": 1.0},
+             {"clip_id": "c/blip", "path": "blip.wav", "has_audio": True, "duration": 0.01}]
+    for n in (8, 15):                       # the clip + 7 others, the clip + 14 others
+        pool = _peer_pool(rows[:n] + rows[15:])
+        for row in rows[:n]:
+            peers = _peers(pool, Path("/c"), row["clip_id"])
+            assert len(set(peers)) == len(peers) >= N_PEERS
+            assert f"/c/{row['path']}" not in peers and not {"/c/v.mp4", "/c/blip.wav"} & set(peers)
+            assert peers == _peers(pool, Path("/c"), row["clip_id"])

@@ -4,6 +4,7 @@ import numpy as np
 import opensmile
 import pyarrow as pa
 import pytest
+import soundfile as sf
 
 from features.audio_io import decode_audio
 from pipelines.extractor import build, full_schema
@@ -119,3 +120,45 @@ def test_spectral_series_and_summaries_match_librosa():
     assert row["rms_min"] == pytest.approx(np.min(got["rms"]), rel=1e-5)
     stats = [f.name for f in ex.schema() if f.type == pa.float32() and f.name != "clipped_fraction"]
     assert len(stats) == 4 * (40 + 12 + 1 + 1)
+
+
+def tone_item(tmp_path, ms):
+    """A 16 kHz tone of `ms` milliseconds as a work item."""
+    path = tmp_path / f"tone_{ms}ms.wav"
+    t = np.arange(round(16 * ms)) / 16000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000, subtype="FLOAT")
+    return {"clip_id": f"test/{path.stem}", "corpus": "test", "path": path.name, "abspath": str(path),
+            "variant": "clean", "content_hash": path.stem, "start": None, "end": None, "peers": [], "augment": {}}
+
+
+@pytest.mark.parametrize("kind,params,need_ms", [
+    ("opensmile", {}, 60), ("opensmile", {"level": "lld"}, 60), ("opensmile", {"feature_set": "ComParE_2016"}, 60),
+    ("spectral", {}, 32), ("logmel", {"n_fft": 1024}, 64)])
+def test_each_extractor_ledgers_clips_shorter_than_it_needs(tmp_path, kind, params, need_ms):
+    """A 26 ms clip passes the decoder's 25 ms floor but gave eGeMAPS rows of 88 NaN functionals (openSMILE fills
+    a segment shorter than its 60 ms pitch window with NaN): each extractor checks its own minimum."""
+    ex = build(kind, params)
+    short = ex.process([tone_item(tmp_path, 26), tone_item(tmp_path, need_ms - 1)])
+    assert short.rows == [] and [f["reason"] for f in short.failures] == ["too_short"] * 2
+    assert f"needs at least {need_ms}" in short.failures[0]["detail"], short.failures[0]["detail"]
+    row, = run(kind, [tone_item(tmp_path, need_ms + 1)], **params)[1]
+    floats = [v for k, v in row.items() if isinstance(v, float | np.floating)]
+    assert floats and np.isfinite(floats).all()
+
+
+def test_rows_with_non_finite_features_become_ledger_rows(tmp_path, monkeypatch):
+    """The last line of defence, where a worker accepts rows: an extractor's row holding NaN where it promises
+    numbers (here openSMILE allowed to run on 26 ms) is a `non_finite_features` ledger row, never a stored row,
+    and the downstream sets of the same unit do not get it."""
+    import features.opensmile_features
+    from pipelines.group import ExtractorGroup
+    monkeypatch.setattr(features.opensmile_features, "MIN_SECONDS", 0.0, raising=False)
+    group = ExtractorGroup([("egemaps", "opensmile", {}), ("mel", "logmel", {})])
+    unit = {**tone_item(tmp_path, 26), "feature_sets": ["egemaps", "mel"]}
+    fine = {**tone_item(tmp_path, 100), "feature_sets": ["egemaps", "mel"]}
+    out = group.process([unit, fine])
+    assert [r["clip_id"] for r in out["egemaps"].rows] == [fine["clip_id"]]
+    failure, = out["egemaps"].failures
+    assert failure["reason"] == "non_finite_features" and failure["clip_id"] == unit["clip_id"]
+    assert "88 feature column(s)" in failure["detail"] and "F0semitoneFrom27.5Hz_sma3nz_amean" in failure["detail"]
+    assert len(out["mel"].rows) == 2

@@ -119,6 +119,7 @@ def test_bad_audio_becomes_ledger_rows(tmp_path):
     assert result.rows == []
     assert [f["reason"] for f in result.failures] == list(cases)
     assert all(f["stage"] == "logmel" and f["detail"] and f["clip_id"] for f in result.failures)
+    assert not [f["detail"] for f in result.failures if "Errno" in f["detail"]]     # plain words, no errno
 
 
 def test_silent_aac_track_is_digital_silence():

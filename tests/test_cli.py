@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from conftest import shared_path
@@ -46,3 +47,57 @@ def test_cli_walkthrough(tmp_path):
 
     missing = aver("store", "show", "nope", "mine", cwd=tmp_path)
     assert missing.returncode == 2 and "no 'nope' files" in missing.stdout and "Traceback" not in missing.stdout
+
+
+def main(monkeypatch, *args):
+    """`aver ARGS` in this process: (exit code, stdout)."""
+    import io
+
+    from pipelines import cli
+    out = io.StringIO()
+    monkeypatch.setattr(cli.console, "file", out)
+    monkeypatch.setattr(sys, "argv", ["aver", *args])
+    monkeypatch.setattr(cli, "DEBUG", {"traceback": False}, raising=False)
+    try:
+        cli.main()
+    except SystemExit as e:
+        return e.code, out.getvalue()
+    return 0, out.getvalue()
+
+
+def test_user_mistakes_are_one_line_and_bugs_keep_their_traceback(tmp_path, monkeypatch):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"paths": {"manifests": str(tmp_path / "m"), "store": str(tmp_path / "s")},
+                                      "features": {"mel": {"extractor": "logmel", "params": {"n_mel": 32}}}}))
+    code, out = main(monkeypatch, "extract", "nope", "-c", "c", "-p", str(params))
+    assert code == 2 and "feature set 'nope' is not declared" in out
+    code, out = main(monkeypatch, "extract", "mel", "-c", "c", "-p", str(params))
+    assert code == 2 and "logmel: unknown params ['n_mel']" in out
+    code, out = main(monkeypatch, "ingest", "c", "-p", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "missing.yaml does not exist" in out
+    # --debug: the same mistake with its traceback
+    from pipelines.errors import UserError
+    with pytest.raises(UserError, match="feature set 'nope'"):
+        main(monkeypatch, "--debug", "extract", "nope", "-c", "c", "-p", str(params))
+
+    # a bug (here: a manifest that is not Parquet) is not turned into a one-line "error: ..."
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "c.parquet").write_text("not parquet")
+    good = {"paths": {"manifests": str(tmp_path / "m"), "store": str(tmp_path / "s")},
+            "features": {"mel": {"extractor": "logmel"}}}
+    params.write_text(yaml.safe_dump(good))
+    with pytest.raises(Exception) as error:
+        main(monkeypatch, "extract", "mel", "-c", "c", "-p", str(params))
+    assert not isinstance(error.value, (SystemExit, UserError))
+
+
+def test_corpus_add_takes_a_fixed_speaker(tmp_path, monkeypatch):
+    params = tmp_path / "params.yaml"
+    params.write_text("corpora: {}\n")
+    code, out = main(monkeypatch, "corpus", "add", "solo", "--root", str(tmp_path), "--regex",
+                     r"(?P<emotion>[a-z]+)\.wav$", "--speaker", "narrator", "-p", str(params))
+    assert code == 0, out
+    assert yaml.safe_load(params.read_text())["corpora"]["solo"]["speaker"] == "narrator"
+    code, out = main(monkeypatch, "corpus", "add", "solo2", "--root", str(tmp_path), "--regex", "(?P<emotion>x",
+                     "-p", str(params))
+    assert code == 2 and "not a valid regular expression" in out

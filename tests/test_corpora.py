@@ -11,6 +11,7 @@ import miniature as mini
 from conftest import shared_path
 from pipelines.corpora import ADAPTERS, scan_corpus
 from pipelines.corpora.generic import add_corpus_entry
+from pipelines.errors import UserError
 from pipelines.manifest import Clip
 from pipelines.vocab import EMOTIONS
 
@@ -36,7 +37,7 @@ def test_registry_lists_every_adapter_module():
 
 
 def test_unknown_adapter_option_is_named(tmp_path):
-    with pytest.raises(TypeError, match="bad options for adapter 'emodb'"):
+    with pytest.raises(UserError, match="bad options for adapter 'emodb'"):     # one line in the CLI
         scan_corpus("emodb", "emodb", tmp_path, modalities=["av"])
     with pytest.raises(ValueError, match="unknown value"):
         list(scan_corpus("ravdess", "ravdess", tmp_path, modalities=["01"]))
@@ -268,3 +269,32 @@ def test_add_corpus_entry_to_a_file_without_corpora(tmp_path):
     assert yaml.safe_load(params.read_text())["corpora"]["x"]["regex"] == r"(?P<emotion>\w+)\.wav"
     with pytest.raises(ValueError, match="emotion"):
         add_corpus_entry(params, "y", "/data/y", "**/*.wav", r"(?P<speaker>\w+)\.wav", {})
+
+
+def test_folder_links_are_followed_once_and_loops_ledgered(tmp_path):
+    """A symlink loop made os.walk(followlinks=True) list the same files again at every depth (3 files became 120
+    `duplicate_clip_id` rows): each real folder is walked once; a link back to an enclosing folder and a second
+    link to a walked folder are ledgered, not entered."""
+    root = mini.savee(tmp_path / "savee")
+    (root / "AudioData/DC/loop").symlink_to(root / "AudioData")
+    (root / "mirror").symlink_to(root / "AudioData/JE")
+    clips, ledger = scan("savee", root)
+    assert sorted(clips) == ["savee/DC_a01", "savee/JE_sa03", "savee/JK_n30", "savee/KL_su15"]
+    assert [(r["path"], r["reason"]) for r in ledger] == [
+        ("AudioData/JK/x01.wav", "bad_name"), ("mirror", "duplicate_folder"), ("AudioData/DC/loop", "symlink_loop")]
+    assert "links to AudioData/JE, a folder of the corpus" in ledger[1]["detail"]
+
+
+def test_generic_adapter_follows_folder_links_and_keeps_what_it_cannot_read(tmp_path):
+    """pathlib's `**` does not enter linked folders, and `is_file()` dropped dangling links, link loops and FIFOs
+    without a trace: the generic adapter walks like the named ones and hands such entries on (the probe ledgers
+    them as `unreadable`)."""
+    from pipelines.corpora._common import glob_match
+    root = mini.generic_with_links(tmp_path)
+    items = list(scan_corpus("g", "generic", root, glob="**/*.wav", regex=mini.GENERIC_REGEX))
+    assert sorted(c.path for c in items if isinstance(c, Clip)) == [
+        "linked/s2_sad_1.wav", "s1_happy_1.wav", "s3_angry_1.wav", "s4_angry_1.wav", "s5_angry_1.wav",
+        "s6_angry_1.wav"]
+    assert [glob_match(p, g) for p, g in [("a.wav", "**/*.wav"), ("x/y/a.wav", "**/*.wav"), ("x/a.wav", "*.wav"),
+                                           ("x/y/a.wav", "x/**/a.wav"), ("x/a.wav", "x/**/a.wav")]] == [
+        True, True, False, True, True]

@@ -1,6 +1,7 @@
 """Several feature sets in one run (pipelines/group.py): the same rows and ledger as one run per feature set, on
 every engine; a downstream set chained to its upstream in the same worker; decoded audio shared, not mixed up."""
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,8 @@ def _params(tmp: Path, root: Path, store: str, engine: str = "local") -> dict:
                 "logmel": {"extractor": "logmel", "variants": ["clean", "white_snr10"]},
                 "egemaps": {"extractor": "opensmile", "variants": ["clean", "white_snr10"]},
                 "faces": {"extractor": "faces", "params": {"fps": 2.0, "landmarks68": False}},
-                # `blur` has no faces row of its own: it falls back to the clean one, after the first pass
-                "fer_embedding": {"extractor": "fer_embedding", "variants": ["clean", "blur"]}}}
+                # noisy audio leaves the faces clean: `white_snr10` reads the clean faces row, after the first pass
+                "fer_embedding": {"extractor": "fer_embedding", "variants": ["clean", "white_snr10"]}}}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,8 @@ def separate(corpus):
     summaries = [run_extraction(params, fs, "c", progress=False) for fs in ("faces", "fer_embedding", "logmel",
                                                                             "egemaps")]
     assert all(s.extracted for s in summaries)
-    assert [s.failed for s in summaries] == [1, 2, 0, 0]
+    assert [s.failed for s in summaries] == [2, 4, 2, 2]
+    assert all(s.planned == s.already_done + s.extracted + s.failed for s in summaries)
     return _contents(params)
 
 
@@ -79,15 +81,16 @@ def test_fused_run_matches_separate_runs(corpus, separate):
     params = _params(tmp, root, "store_fused")
     summaries = run_extractions(params, SETS, "c", progress=False)
     assert [s.feature_set for s in summaries] == ["faces", "fer_embedding", "logmel", "egemaps"]
-    # new ledger rows, each counted once (modality_absent rows are planned facts, not failures)
-    assert [s.failed for s in summaries] == [1, 2, 0, 0]
+    # new ledger rows, each counted once, modality_absent included: planned = cached + new rows + new ledger
+    assert [s.failed for s in summaries] == [2, 4, 2, 2]
+    assert all(s.planned == s.already_done + s.extracted + s.failed for s in summaries)
     fused = _contents(params)
     assert fused == separate
     faces_ledger, fer_ledger = fused["faces"][1], fused["fer_embedding"][1]
     assert ("c/s04_sad_4", "clean", "no_face") in faces_ledger
     assert ("c/s04_sad_4", "clean", "missing_input:faces") in fer_ledger       # chained in the same unit
-    assert ("c/s04_sad_4", "blur", "missing_input:faces") in fer_ledger        # from the second pass
-    assert {r["variant"] for r in fused["fer_embedding"][0]} == {"clean", "blur"}
+    assert ("c/s04_sad_4", "white_snr10", "missing_input:faces") in fer_ledger  # from the second pass
+    assert {r["variant"] for r in fused["fer_embedding"][0]} == {"clean", "white_snr10"}
     again = {s.feature_set: s for s in run_extractions(params, SETS, "c", progress=False)}
     assert all(s.extracted == 0 for s in again.values())
     assert all(again[fs].already_done == again[fs].planned for fs in ("faces", "logmel", "egemaps"))
@@ -126,3 +129,31 @@ def test_upstream_sets_run_first(corpus):
     params = _params(*corpus, "unused")
     assert upstream_first(params, ["fer_embedding", "faces"]) == ["faces", "fer_embedding"]
     assert upstream_first(params, ["fer_embedding"]) == ["fer_embedding"]
+
+
+def test_video_variant_never_reads_clean_faces(corpus):
+    """A video variant whose faces row is missing is a `missing_input:faces` ledger row, not an embedding of the
+    clean crops stored under the variant's name (its robustness results would be clean results)."""
+    tmp, root = corpus
+    params = _params(tmp, root, "store_blur")
+    params["features"]["fer_embedding"]["variants"] = ["blur"]
+    run_extraction(params, "faces", "c", progress=False)
+    summary = run_extraction(params, "fer_embedding", "c", progress=False)
+    store = FeatureStore(params["paths"]["store"], params["paths"]["manifests"])
+    assert summary.extracted == 0 and store.read("fer_embedding", "c").num_rows == 0
+    reasons = Counter(r["reason"] for r in store.read("fer_embedding", "c", kind="ledger").to_pylist())
+    assert reasons == {"missing_input:faces": 4, "modality_absent": 1}
+
+
+def test_rows_of_old_planner_rules_are_re_extracted(corpus):
+    """Rows stored under the old rules (a blurred-video embedding from clean faces, babble of repeated or
+    unusable talkers) carry the old fingerprint: only the sets those rules touch get a new one."""
+    from pipelines.plan import config_fingerprint
+    tmp, root = corpus
+    params = _params(tmp, root, "unused")
+    params["features"]["fer_embedding"]["variants"] = ["clean", "blur"]
+    params["features"]["logmel"]["variants"] = ["clean", "babble_snr5"]
+    store = FeatureStore(tmp / "unused", tmp / "manifests")
+    rules = {fs: config_fingerprint(params, fs, store, "c")[2].get("plan") for fs in SETS}
+    assert rules == {"fer_embedding": {"upstream_fallback": 2}, "logmel": {"babble_peers": 2}, "faces": None,
+                     "egemaps": None}

@@ -231,3 +231,30 @@ def test_probe_unreadable_permission(tmp_path):
     with pytest.raises(ProbeError) as e:
         probe(path)
     assert e.value.reason == "unreadable"
+
+
+def test_generic_corpus_ledgers_links_and_pipes_in_plain_words(tmp_path):
+    """docs/corpora.md promises `unreadable` rows for what the generic adapter used to drop silently, and files of
+    a linked folder are clips. Details name the problem, not an errno."""
+    root = mini.generic_with_links(tmp_path)
+    _, rows, ledger = run("g", {"adapter": "generic", "root": str(root), "glob": "**/*.wav",
+                                "regex": mini.GENERIC_REGEX}, tmp_path / "m")
+    assert [r["path"] for r in rows] == ["linked/s2_sad_1.wav", "s1_happy_1.wav"]
+    details = {r["path"]: (r["reason"], r["detail"]) for r in ledger}
+    assert details == {
+        "s3_angry_1.wav": ("unreadable", f"a broken symbolic link: its target {root / 'gone.wav'} does not exist"),
+        "s4_angry_1.wav": ("unreadable", "a symbolic link loop: the links point at each other"),
+        "s5_angry_1.wav": ("unreadable", "s5_angry_1.wav is a FIFO (named pipe), not a regular file"),
+        "s6_angry_1.wav": ("undecodable", "the file is corrupt or not a media file FFmpeg can decode (FFmpeg: Invalid "
+                                          "data found when processing input)")}
+
+
+def test_ffmpeg_errors_in_plain_words(tmp_path):
+    """FFmpeg's ENOMEM on a corrupt file read like the machine ran out of memory; error numbers mean nothing."""
+    with pytest.raises(ProbeError) as e:
+        probe(mini.huge_table(tmp_path / "corrupt.mp4"))
+    assert e.value.reason == "undecodable" and e.value.detail.startswith("the file's data is corrupt")
+    assert "Errno" not in e.value.detail
+    from pipelines.probe import ffmpeg_problem
+    assert "Errno" not in ffmpeg_problem(av.error.InvalidDataError(1094995529, "Invalid data found when processing "
+                                                                                "input", "x.mp4"))

@@ -363,3 +363,17 @@ def test_held_out_speaker_embeddings_separate_classes(trained, tmp_path, which, 
     untrained_accuracy = probe_accuracy(store, baseline, which, upstream)
     assert trained_accuracy > 0.8, trained_accuracy                           # chance is 1/3
     assert trained_accuracy > untrained_accuracy + 0.15, (trained_accuracy, untrained_accuracy)
+
+
+def test_cuda_device_asks_ray_for_a_gpu(tmp_path):
+    """Ray hides GPUs from actors that ask for none: `device: cuda` must request one, for the checkpoint
+    embedders as for the other extractors."""
+    arch = {"net": "face", "n_classes": 3, "embed_dim": 16, "width": 4, "dropout": 0.3, "input_size": 32,
+            "grayscale": True}
+    out = save_checkpoint(tmp_path / "ck", FaceEmotionCNN(n_classes=3, embed_dim=16, width=4), {"arch": arch,
+                                                                                              "classes": CLASSES})
+    for kind, params in [("face_emotion_embedding", {"checkpoint": str(out)}), ("fer_embedding", {}),
+                         ("faces", {}), ("audioset_embedding", {})]:
+        assert build(kind, {**params, "device": "cuda"}).resources.num_gpus == 1.0, kind
+        assert build(kind, params).resources.num_gpus == 0.0, kind
+    assert build("fer_embedding", {"device": "cuda", "resources": {"num_gpus": 0.5}}).resources.num_gpus == 0.5

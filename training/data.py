@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.class_weight import compute_sample_weight
 
+from pipelines.errors import BadParams, UnknownName
+
 Features = dict[str, list[str]]                 # feature set -> column globs
 Layout = tuple[tuple[str, int], ...]            # (store column, width): the columns of a matrix, in order
 
@@ -84,12 +86,12 @@ class Frame:
         """The store columns (and widths) making up a modality's matrix, resolved once on the full frame."""
         features = self.features.get(modality) if features is None else features
         if not features:
-            raise ValueError(f"no features configured for modality {modality!r}")
+            raise BadParams(f"no features configured for modality {modality!r}")
         key = json.dumps(features, sort_keys=True)
         if key not in self._layouts:
             self._layouts[key] = _resolve(self._root, features)
         if not self._layouts[key]:
-            raise ValueError(f"no store columns match {modality} features {features}: are the feature sets "
+            raise BadParams(f"no store columns match {modality} features {features}: are the feature sets "
                              f"extracted for these corpora? (columns start with: {_prefixes(self._root)})")
         return self._layouts[key]
 
@@ -126,7 +128,7 @@ class Frame:
         """
         name = f"{feature_set}.{column}"
         if name not in self.df:
-            raise KeyError(f"{modality}: column {name!r} not in the store data (have: {_prefixes(self.df)})")
+            raise UnknownName(f"{modality}: column {name!r} not in the store data (have: {_prefixes(self.df)})")
         shapes = self.df[f"{name}_shape"] if f"{name}_shape" in self.df else None
         out: list[np.ndarray | None] = []
         for i, value in enumerate(self.df[name]):
@@ -186,7 +188,7 @@ def _resolve(df: pd.DataFrame, features: Features) -> Layout:
 def _fixed_length(series: pd.Series, name: str) -> int:
     lengths = {len(v) for v in series if _is_present(v)}
     if len(lengths) != 1:
-        raise ValueError(f"{name} is not a fixed-length vector (lengths {sorted(lengths)[:5]}): frame series are "
+        raise BadParams(f"{name} is not a fixed-length vector (lengths {sorted(lengths)[:5]}): frame series are "
                          "read with Frame.sequence, not as scalar inputs")
     return lengths.pop()
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from features.emotion_cnn import build_net, read_checkpoint_info, save_checkpoint, window_mask
 from pipelines.config import load_params, paths
+from pipelines.errors import BadParams, UnknownName
 from pipelines.manifest import read_manifest
 from pipelines.store import FeatureStore
 from training.trainer import class_weights, torch_threads, train_loop
@@ -56,21 +57,21 @@ DEFAULTS = {
 # ---- configuration -------------------------------------------------------------------------------------------
 def pretrain_config(params: dict, which: str) -> dict:
     if which not in SECTIONS:
-        raise ValueError(f"pretrain: choose 'face' or 'speech', not {which!r}")
+        raise BadParams(f"pretrain: choose 'face' or 'speech', not {which!r}")
     section = SECTIONS[which]
     cfg = (params.get("pretrain") or {}).get(section)
     if cfg is None:
-        raise KeyError(f"params.yaml has no pretrain.{section} block")
+        raise UnknownName(f"params.yaml has no pretrain.{section} block")
     unknown = set(cfg) - set(DEFAULTS[which])
     if unknown:
-        raise ValueError(f"pretrain.{section}: unknown keys {sorted(unknown)}; known: {sorted(DEFAULTS[which])}")
+        raise BadParams(f"pretrain.{section}: unknown keys {sorted(unknown)}; known: {sorted(DEFAULTS[which])}")
     cfg = {**DEFAULTS[which], **cfg}
     if not cfg["corpora"]:
-        raise ValueError(f"pretrain.{section}: list the pre-training corpora under `corpora`")
+        raise BadParams(f"pretrain.{section}: list the pre-training corpora under `corpora`")
     if cfg["speakers"] is not None:
         foreign = [s for s in cfg["speakers"] if s.split("/", 1)[0] not in cfg["corpora"]]
         if foreign:
-            raise ValueError(f"pretrain.{section}: speakers {foreign} are not of the corpora {cfg['corpora']} "
+            raise BadParams(f"pretrain.{section}: speakers {foreign} are not of the corpora {cfg['corpora']} "
                              "(speakers are named '<corpus>/<speaker>')")
     return cfg
 

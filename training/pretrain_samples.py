@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from features.emotion_cnn import face_array, logmel_windows
+from pipelines.errors import BadParams
 from pipelines.store import FeatureStore
 from training.splits import resolve_labels, select_labels
 
@@ -44,7 +45,7 @@ def face_samples(df: pd.DataFrame, column: str, cfg: dict, y: np.ndarray) -> Sam
                 continue
             xs.append(face), ys.append(label), speakers.append(speaker)
     if not xs:
-        raise ValueError("pretrain face: no decodable face crop in the pre-training clips")
+        raise BadParams("pretrain face: no decodable face crop in the pre-training clips")
     return Samples(np.stack(xs), None, np.array(ys), np.array(speakers))
 
 
@@ -71,23 +72,23 @@ def load_clips(store: FeatureStore, cfg: dict, which: str, speakers: list[str],
     df = store.load([fs], list(cfg["corpora"]), ("clean",), columns={fs: UPSTREAM_COLUMNS[which]})
     main = f"{fs}.{UPSTREAM_COLUMNS[which][0]}"
     if main not in df:
-        raise ValueError(f"pretrain {which}: the store has no {fs} rows for {cfg['corpora']}: "
+        raise BadParams(f"pretrain {which}: the store has no {fs} rows for {cfg['corpora']}: "
                          f"run `aver extract {fs}` first")
     df = df[df["speaker"].isin(speakers) & df[main].notna()]
     classes = resolve_labels(cfg["labels"], df["emotion"], label_sets)
     df = select_labels(df, classes)
     unused = sorted(set(speakers) - set(df["speaker"]))
     if cfg["speakers"] is not None and unused:
-        raise ValueError(f"pretrain {which}: declared speakers without labelled {fs} rows: {unused}")
+        raise BadParams(f"pretrain {which}: declared speakers without labelled {fs} rows: {unused}")
     if df["emotion"].nunique() < 2:
-        raise ValueError(f"pretrain {which}: need at least two classes, have {sorted(set(df['emotion']))}")
+        raise BadParams(f"pretrain {which}: need at least two classes, have {sorted(set(df['emotion']))}")
     return df, classes
 
 
 def split_speakers(speakers: list[str], n_valid: int, seed: int) -> tuple[list[str], list[str]]:
     """(training speakers, validation speakers): `n_valid` whole speakers drawn with the seed."""
     if n_valid and len(speakers) <= n_valid:
-        raise ValueError(f"pretrain: {len(speakers)} speaker(s) {speakers} cannot leave {n_valid} for validation "
+        raise BadParams(f"pretrain: {len(speakers)} speaker(s) {speakers} cannot leave {n_valid} for validation "
                          "and still train; declare more speakers or set valid_speakers: 0")
     valid = sorted(np.random.default_rng(seed).choice(speakers, n_valid, replace=False).tolist()) if n_valid else []
     return [s for s in speakers if s not in valid], valid

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipelines.errors import BadParams
 from pipelines.manifest import LEDGER_SCHEMA, ledger_row, to_table, write_atomic
 from training.data import Frame
 from training.evaluate import write_evaluation
@@ -60,7 +61,7 @@ def train(cfg: dict, store, out_dir: Path) -> dict:
                     variants=tuple(_unique(test_variants + train_variants)))
     df = df[~df["speaker"].isin(cfg["exclude_speakers"])]
     if df.empty:
-        raise ValueError(f"the store has no rows for corpora {cfg['corpora']}")
+        raise BadParams(f"the store has no rows for corpora {cfg['corpora']}")
     frame, clips, ledger = _labelled_frame(df, cfg)
     folds = make_folds(clips, cfg["split"], _clip_labels(frame, clips))
     log.info("%d clips, %d classes, %d folds (%s)", len(clips), len(frame.classes), len(folds),
@@ -170,7 +171,7 @@ def _labelled_frame(df: pd.DataFrame, cfg: dict) -> tuple[Frame, pd.DataFrame, l
                                  clip_id=r.clip_id, variant="clean"))
     clips = frame.df[clean_rows & has_any].drop_duplicates("clip_id").reset_index(drop=True)
     if clips.empty:
-        raise ValueError(f"no labelled clips with features for classes {classes} in {cfg['corpora']}")
+        raise BadParams(f"no labelled clips with features for classes {classes} in {cfg['corpora']}")
     return frame, clips, ledger
 
 

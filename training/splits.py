@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from pipelines.errors import BadParams, UnknownName
+
 FOUR_CLASS = ["happy", "angry", "sad", "neutral"]
 OFFICIAL_PARTS = {"train": ["train"], "valid": ["dev", "valid", "validation", "val"], "test": ["test"]}
 
@@ -48,7 +50,7 @@ def resolve_labels(spec: str | list[str], present: Iterable[str | None],
         return sorted({p for p in present if isinstance(p, str)})
     if isinstance(spec, str):
         if spec not in sets:
-            raise KeyError(f"unknown label set {spec!r}; known: all, {sorted(sets)} or a list of emotions")
+            raise UnknownName(f"unknown label set {spec!r}; known: all, {sorted(sets)} or a list of emotions")
         return list(sets[spec])
     return list(spec)
 
@@ -73,7 +75,7 @@ def speaker_kfold(y: np.ndarray, speakers: np.ndarray, n_splits: int = 5, seed: 
     speakers = np.asarray(speakers).astype(str)
     n_speakers = len(set(speakers))
     if n_speakers < n_splits:
-        raise ValueError(f"speaker k-fold needs at least n_splits={n_splits} speakers, the data has {n_speakers}")
+        raise BadParams(f"speaker k-fold needs at least n_splits={n_splits} speakers, the data has {n_speakers}")
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return [make_fold(f"kfold:{i}", speakers, tr, te)
             for i, (tr, te) in enumerate(cv.split(np.zeros(len(y)), y, speakers))]
@@ -86,7 +88,7 @@ def official_split(split: np.ndarray, speakers: np.ndarray, parts: dict[str, lis
     speakers = np.asarray(speakers).astype(str)
     idx = {k: np.flatnonzero(np.isin(split, [p.lower() for p in names])) for k, names in parts.items()}
     if not len(idx["train"]) or not len(idx["test"]):
-        raise ValueError(f"official split needs rows in both {parts['train']} and {parts['test']}; "
+        raise BadParams(f"official split needs rows in both {parts['train']} and {parts['test']}; "
                          f"split values present: {sorted(set(split))}")
     return [make_fold("official", speakers, idx["train"], idx["test"], idx["valid"] if len(idx["valid"]) else None)]
 
@@ -96,7 +98,7 @@ def cross_corpus(corpora: np.ndarray, train_corpora: list[str], test_corpora: li
     corpora = np.asarray(corpora).astype(str)
     train, test = np.flatnonzero(np.isin(corpora, train_corpora)), np.flatnonzero(np.isin(corpora, test_corpora))
     if not len(train) or not len(test):
-        raise ValueError(f"cross-corpus split: no rows for train {train_corpora} or test {test_corpora} "
+        raise BadParams(f"cross-corpus split: no rows for train {train_corpora} or test {test_corpora} "
                          f"(corpora present: {sorted(set(corpora))})")
     name = f"cross:{'+'.join(train_corpora)}->{'+'.join(test_corpora)}"
     return [make_fold(name, np.asarray(speakers).astype(str), train, test)]
@@ -110,7 +112,7 @@ def with_inner_validation(fold: Fold, y: np.ndarray, speakers: np.ndarray, fract
     train_speakers = speakers[fold.train]
     n_splits = max(2, round(1 / fraction))
     if len(set(train_speakers)) < n_splits:
-        raise ValueError(f"{fold.name}: inner validation of {fraction:.0%} needs {n_splits} training speakers, "
+        raise BadParams(f"{fold.name}: inner validation of {fraction:.0%} needs {n_splits} training speakers, "
                          f"have {len(set(train_speakers))}")
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     tr, va = next(cv.split(np.zeros(len(fold.train)), y[fold.train], train_speakers))
@@ -136,7 +138,7 @@ def make_folds(clips: pd.DataFrame, cfg: dict, y: np.ndarray) -> list[Fold]:
         folds = cross_corpus(clips["corpus"].to_numpy(), list(cfg["train_corpora"]), list(cfg["test_corpora"]),
                              speakers)
     else:
-        raise ValueError(f"unknown split kind {kind!r}; use loso, kfold, official or cross_corpus")
+        raise BadParams(f"unknown split kind {kind!r}; use loso, kfold, official or cross_corpus")
     fraction = float(cfg.get("inner_valid", 0) or 0)
     folds = [with_inner_validation(f, y, speakers, fraction, seed) for f in folds]
     assert_speaker_disjoint(folds)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipelines.corpora._common import skipped_folders
+from pipelines.errors import BadParams, MissingFile, UnknownName
 from pipelines.manifest import Clip
 
 # adapter name -> module. Modules are imported lazily so one corpus's optional needs never affect another.
@@ -33,13 +36,15 @@ ADAPTERS: dict[str, str] = {
 def scan_corpus(name: str, adapter: str, root: Path, **options) -> Iterator[Clip | dict]:
     """Run adapter `adapter` over `root`, naming clips `<name>/...` (a corpus entry may reuse an adapter)."""
     if adapter not in ADAPTERS:
-        raise KeyError(f"unknown corpus adapter {adapter!r}; known: {sorted(ADAPTERS)}")
+        raise UnknownName(f"unknown corpus adapter {adapter!r}; known: {sorted(ADAPTERS)}")
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"corpus {name!r}: root {root} is not a folder")
+        raise MissingFile(f"corpus {name!r}: root {root} is not a folder")
     module = importlib.import_module(ADAPTERS[adapter])
     try:   # check the options before scanning, so a typo in params.yaml is named as such
         inspect.signature(module.scan).bind(root, corpus=name, **options)
     except TypeError as e:
-        raise TypeError(f"corpus {name!r}: bad options for adapter {adapter!r}: {e}") from None
-    return module.scan(root, corpus=name, **options)
+        raise BadParams(f"corpus {name!r}: bad options for adapter {adapter!r}: {e}") from None
+    # folder links the walk does not enter (loops, a folder linked twice) are ledgered here, for every adapter
+    return itertools.chain(module.scan(root, corpus=name, **options),
+                           skipped_folders(name, root, options.get("exclude", ())))

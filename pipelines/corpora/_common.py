@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from pipelines.errors import BadParams
 from pipelines.manifest import Clip, ledger_row
 from pipelines.vocab import EMOTIONS, canonical
 
@@ -15,20 +16,68 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".flv", ".mkv", ".mov", ".webm", ".m
 MEDIA_SUFFIXES = AUDIO_SUFFIXES | VIDEO_SUFFIXES
 
 
-def media_files(root: Path, suffixes: Iterable[str] = MEDIA_SUFFIXES,
-                exclude: str | Iterable[str] = ()) -> Iterator[Path]:
-    """Media files under `root` in a stable order.
-
-    Follows symlinked folders (corpora are often linked in), skips hidden files and the macOS `._*` resource
-    forks shipped inside some archives (MELD, IEMOCAP), and paths matching an `exclude` glob (relative to root).
-    """
-    suffixes = {s.lower() for s in suffixes}
+def walk(root: Path, exclude: str | Iterable[str] = ()) -> Iterator[tuple[Path, str | None, str]]:
+    """Every non-folder entry under `root` in a stable order as (path, None, ""), following folder symlinks
+    (corpora are often linked in) so that each real folder is walked once. Not entered, and yielded as
+    (folder, reason, detail) for the ledger: a link to an enclosing folder (`symlink_loop`), a link to a folder
+    of the corpus (walked where it really is) and a folder already walked through another link
+    (`duplicate_folder`). Hidden folders and files matching an `exclude` glob are left out. Files are yielded
+    whatever they are (a dangling link, a FIFO): the probe ledgers those as `unreadable`."""
+    real_root = os.path.realpath(root)
+    walked = {real_root: "."}      # real folder -> where it was walked
     for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        here, kept = os.path.realpath(folder), []
+        for d in sorted(d for d in dirs if not d.startswith(".")):
+            path = Path(folder) / d
+            target = os.path.realpath(path)
+            if _within(here, target):
+                yield path, "symlink_loop", f"links to {target}, an enclosing folder: following it would loop"
+            elif path.is_symlink() and _within(target, real_root):
+                yield path, "duplicate_folder", f"links to {rel(Path(target), Path(real_root))}, a folder of the " \
+                                                "corpus, scanned where it is"
+            elif target in walked:
+                yield path, "duplicate_folder", f"links to {target}, already scanned as {walked[target]}"
+            else:
+                walked[target] = rel(path, root)
+                kept.append(d)
+        dirs[:] = kept
         for name in sorted(files):
             path = Path(folder) / name
-            if not name.startswith(".") and path.suffix.lower() in suffixes and not excluded(path, root, exclude):
-                yield path
+            if not excluded(path, root, exclude):
+                yield path, None, ""
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def skipped_folders(corpus: str, root: Path, exclude: str | Iterable[str] = ()) -> Iterator[dict]:
+    """Ingest ledger rows for the folder links `walk` does not enter."""
+    for path, reason, detail in walk(root, exclude):
+        if reason:
+            yield skip(corpus, rel(path, root), reason, detail)
+
+
+def media_files(root: Path, suffixes: Iterable[str] = MEDIA_SUFFIXES,
+                exclude: str | Iterable[str] = ()) -> Iterator[Path]:
+    """Media files under `root` in a stable order (see `walk`), without hidden files and the macOS `._*`
+    resource forks shipped inside some archives (MELD, IEMOCAP)."""
+    suffixes = {s.lower() for s in suffixes}
+    for path, reason, _ in walk(root, exclude):
+        if reason is None and not path.name.startswith(".") and path.suffix.lower() in suffixes:
+            yield path
+
+
+def glob_match(path: str, pattern: str) -> bool:
+    """pathlib's glob semantics on a relative POSIX path (`**` = any number of folders, `*` stays within one
+    name); Python 3.13's PurePath.full_match, for 3.11."""
+    def match(parts: list[str], pats: list[str]) -> bool:
+        if not pats:
+            return not parts
+        if pats[0] == "**":
+            return any(match(parts[i:], pats[1:]) for i in range(len(parts) + 1))
+        return bool(parts) and fnmatch.fnmatchcase(parts[0], pats[0]) and match(parts[1:], pats[1:])
+    return match(path.split("/"), [p for p in pattern.split("/") if p not in ("", ".")])
 
 
 def excluded(path: Path, root: Path, exclude: str | Iterable[str]) -> bool:
@@ -94,5 +143,5 @@ def choices(option: str, values: str | Iterable[str], allowed: Iterable[str]) ->
     values = (values,) if isinstance(values, str) else tuple(values)
     unknown = sorted(set(values) - set(allowed))
     if unknown:
-        raise ValueError(f"{option}: unknown value(s) {unknown}; choose from {sorted(allowed)}")
+        raise BadParams(f"{option}: unknown value(s) {unknown}; choose from {sorted(allowed)}")
     return values

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.corpora._common import excluded, make_clip, read_csv_rows, rel, skip
+from pipelines.corpora._common import glob_match, make_clip, read_csv_rows, rel, skip, walk
+from pipelines.errors import BadParams
 from pipelines.manifest import Clip
 from pipelines.vocab import EMOTIONS
 
@@ -38,11 +39,18 @@ def _metadata(root: Path, metadata_csv: str | None, join_on: str | None) -> dict
     if not metadata_csv:
         return {}
     if not join_on:
-        raise ValueError("metadata_csv needs join_on: the CSV column that identifies a file or a regex group")
+        raise BadParams("metadata_csv needs join_on: the CSV column that identifies a file or a regex group")
     rows = read_csv_rows(root / metadata_csv)
     if rows and join_on not in rows[0]:
-        raise ValueError(f"join_on: {metadata_csv} has no column {join_on!r}; columns: {sorted(rows[0])}")
+        raise BadParams(f"join_on: {metadata_csv} has no column {join_on!r}; columns: {sorted(rows[0])}")
     return {(row.get(join_on) or "").strip(): row for row in rows}
+
+
+def _compile(regex: str) -> re.Pattern:
+    try:
+        return re.compile(regex)
+    except re.error as e:
+        raise BadParams(f"regex {regex!r} is not a valid regular expression: {e}") from None
 
 
 def _number(text: str | None) -> float | None:
@@ -55,14 +63,14 @@ def _number(text: str | None) -> float | None:
 def scan(root: Path, corpus: str = "generic", exclude=(), glob: str = "**/*.wav", regex: str = r"(?P<clip>.+)\.\w+$",
          label_map: dict | None = None, metadata_csv: str | None = None, join_on: str | None = None,
          speaker: str | None = None) -> Iterator[Clip | dict]:
-    pattern = re.compile(regex)
+    pattern = _compile(regex)
     label_map = {str(k): v for k, v in (label_map or {}).items()}
     if bad := sorted({v for v in label_map.values() if v not in EMOTIONS}):
-        raise ValueError(f"label_map: {bad} not in the vocabulary {list(EMOTIONS)}")
+        raise BadParams(f"label_map: {bad} not in the vocabulary {list(EMOTIONS)}")
     metadata = _metadata(root, metadata_csv, join_on)
-    for path in sorted(root.glob(glob)):
+    for path, reason, _ in walk(root, exclude):     # follows folder links; skipped ones: see scan_corpus
         path_rel = rel(path, root)
-        if not path.is_file() or path.name.startswith(".") or excluded(path, root, exclude):
+        if reason or path.name.startswith(".") or not glob_match(path_rel, glob):
             continue
         if metadata_csv and path_rel == Path(metadata_csv).as_posix():
             continue
@@ -97,12 +105,12 @@ def add_corpus_entry(params_path: str | Path, name: str, root: str, glob: str, r
     new entry, before it atomically replaces the file.
     """
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
-        raise ValueError(f"corpus name {name!r}: use letters, digits, _ . - (it names files and clip ids)")
-    pattern = re.compile(regex)
+        raise BadParams(f"corpus name {name!r}: use letters, digits, _ . - (it names files and clip ids)")
+    pattern = _compile(regex)
     if "emotion" not in pattern.groupindex and not metadata_csv:
-        raise ValueError("regex has no (?P<emotion>...) group and there is no metadata_csv to give the label")
+        raise BadParams("regex has no (?P<emotion>...) group and there is no metadata_csv to give the label")
     if bad := sorted({v for v in (label_map or {}).values() if v not in EMOTIONS}):
-        raise ValueError(f"label_map: {bad} not in the vocabulary {list(EMOTIONS)}")
+        raise BadParams(f"label_map: {bad} not in the vocabulary {list(EMOTIONS)}")
     entry = {"adapter": "generic", "root": str(root), "glob": glob, "regex": regex}
     entry.update({k: v for k, v in {"label_map": dict(label_map or {}) or None, "metadata_csv": metadata_csv,
                                     "join_on": join_on, "speaker": speaker}.items() if v})
@@ -111,7 +119,7 @@ def add_corpus_entry(params_path: str | Path, name: str, root: str, glob: str, r
     data = yaml.safe_load(text) or {}
     corpora = data.get("corpora") or {}
     if name in corpora and not overwrite:
-        raise ValueError(f"corpus {name!r} already exists in {path}; remove it first, or pass overwrite=True")
+        raise BadParams(f"corpus {name!r} already exists in {path}; remove it first, or pass overwrite=True")
     new_text = _insert_entry(text, name, entry)
     expected = {**data, "corpora": {**corpora, name: entry}}
     if yaml.safe_load(new_text) != expected:

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipelines.corpora._common import excluded, make_clip, rel, skip
+from pipelines.errors import BadParams
 from pipelines.manifest import Clip
 
 UTTERANCE = re.compile(r"\[(?P<start>\d+(?:\.\d+)?)\s*-\s*(?P<end>\d+(?:\.\d+)?)\]\s+(?P<uid>Ses(?P<session>\d\d)\w+)"
@@ -54,7 +55,7 @@ def _sessions(root: Path) -> list[Path]:
 
 def scan(root: Path, corpus: str = "iemocap", exclude=(), media: str = "wav") -> Iterator[Clip | dict]:
     if media not in MEDIA:
-        raise ValueError(f"media: {media!r} is not one of {sorted(MEDIA)}")
+        raise BadParams(f"media: {media!r} is not one of {sorted(MEDIA)}")
     for session in _sessions(root):
         media_dir, labels_dir = session / MEDIA[media], session / "dialog" / "EmoEvaluation"
         recordings = {p.stem: p for p in sorted(media_dir.glob(f"*.{media}"))

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipelines.corpora._common import make_clip, media_files, one_per_utterance, rel, skip, suffix_rank
+from pipelines.errors import BadParams
 from pipelines.manifest import Clip
 
 FILE = re.compile(r"MSP-IMPROV-S(?P<sentence>\d\d)(?P<target>[AHSN])-(?P<gender>[FM])(?P<session>\d\d)-"
@@ -54,7 +55,7 @@ def _label_file(root: Path, labels: str | None) -> Path | None:
 def scan(root: Path, corpus: str = "msp_improv", exclude=(), label: str = "consensus", labels: str | None = None,
          prefer=("avi", "wav")) -> Iterator[Clip | dict]:
     if label not in ("consensus", "target"):
-        raise ValueError(f"label: {label!r} is not 'consensus' or 'target'")
+        raise BadParams(f"label: {label!r} is not 'consensus' or 'target'")
     label_file = _label_file(root, labels)
     evaluation = read_evaluation(label_file) if label_file and label_file.is_file() else {}
     named = []

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import importlib
 
+from pipelines.errors import UnknownName
+
 ENGINES = {"local": "pipelines.engines.local", "ray": "pipelines.engines.ray_engine",
            "beam": "pipelines.engines.beam_engine"}
 
 
 def get_engine(name: str):
     if name not in ENGINES:
-        raise KeyError(f"unknown engine {name!r}; choose from {sorted(ENGINES)}")
+        raise UnknownName(f"unknown engine {name!r}; choose from {sorted(ENGINES)}")
     return importlib.import_module(ENGINES[name])
 
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
+from pipelines.errors import UnknownName
+
 if TYPE_CHECKING:
     from training.data import Frame
 
@@ -97,7 +99,7 @@ def _build(registry: dict[str, Callable], name: str, params: dict | None, output
     params = dict(params or {})
     kind = params.pop("model", name)
     if kind not in registry:
-        raise KeyError(f"unknown model {kind!r}; known: {sorted(registry)}")
+        raise UnknownName(f"unknown model {kind!r}; known: {sorted(registry)}")
     model = registry[kind](params, list(outputs))
     model.name = name
     return model

@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
 
+from pipelines.errors import BadParams
 from training.data import Frame
 from training.metrics import classification
 from training.models import MODALITIES, EmotionModel, build, model_modalities
@@ -28,7 +29,7 @@ from training.models.tabular import full_proba
 
 def _members(spec, classes: list[str]) -> list[EmotionModel]:
     if not spec:
-        raise ValueError("fusion needs `members`: a list of model names or {name: params}")
+        raise BadParams("fusion needs `members`: a list of model names or {name: params}")
     if isinstance(spec, list):
         spec = dict((m, {}) if isinstance(m, str) else next(iter(m.items())) for m in spec)
     return [build(name, params, classes) for name, params in spec.items()]
@@ -41,7 +42,7 @@ def _usable(member: EmotionModel, modalities: tuple[str, ...]) -> bool:
 def _speaker_folds(frame: Frame, n_splits: int, seed: int = 0):
     n_speakers = len(set(frame.speakers))
     if n_speakers < 2:
-        raise ValueError(f"fusion needs at least 2 training speakers for its inner split, have {n_speakers}")
+        raise BadParams(f"fusion needs at least 2 training speakers for its inner split, have {n_speakers}")
     cv = StratifiedGroupKFold(n_splits=min(n_splits, n_speakers), shuffle=True, random_state=seed)
     return cv.split(np.zeros(len(frame)), frame.y, frame.speakers)
 
@@ -83,7 +84,7 @@ class AverageFusion(_Fusion):
         if weights != "tune":
             self.weights = np.asarray(weights if weights is not None else [1.0] * len(self.members), float)
             if len(self.weights) != len(self.members):
-                raise ValueError(f"fusion_avg: {len(self.weights)} weights for {len(self.members)} members")
+                raise BadParams(f"fusion_avg: {len(self.weights)} weights for {len(self.members)} members")
             self._fit_members(train, valid)
         elif valid is not None and len(valid):
             self._fit_members(train, valid)

@@ -12,6 +12,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
+from pipelines.errors import BadParams
 from training.data import Frame
 from training.models import MODALITIES
 from training.models.state import read_state, write_state
@@ -90,7 +91,7 @@ class LGBMRegressor:
             y = train.target(t)
             known = np.isfinite(y)
             if not known.any():
-                raise ValueError(f"no training rows have a {t!r} label")
+                raise BadParams(f"no training rows have a {t!r} label")
             extra = {}
             if valid is not None and self.stopping and np.isfinite(valid.target(t)).any():
                 vy = valid.target(t)

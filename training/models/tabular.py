@@ -18,6 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from pipelines.errors import BadParams
 from training.data import Frame, Layout, normalisation_groups, speaker_zscore
 from training.models import MODALITIES
 from training.models.state import read_state, write_state
@@ -30,7 +31,7 @@ class TabularInputs:
 
     def __init__(self, modalities, features: dict | None, normalize: str):
         if normalize not in NORMALISE:
-            raise ValueError(f"normalize must be one of {NORMALISE}, got {normalize!r}")
+            raise BadParams(f"normalize must be one of {NORMALISE}, got {normalize!r}")
         self.modalities = tuple(modalities)
         self.features = features or {}           # modality -> {feature set: globs}; default: the frame's
         self.normalize = normalize

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from pipelines.errors import BadParams
 from training.models.torch_common import AttentionPool, FusionNet, TorchModel
 from training.models.torch_inputs import Batch
 
@@ -18,7 +19,7 @@ class GRUEncoder(nn.Module):
     def __init__(self, dim: int, hidden: int, layers: int, bidirectional: bool, pooling: str, dropout: float):
         super().__init__()
         if pooling not in ("attention", "last"):
-            raise ValueError(f"pooling must be 'attention' or 'last', not {pooling!r}")
+            raise BadParams(f"pooling must be 'attention' or 'last', not {pooling!r}")
         self.gru = nn.GRU(dim, hidden, layers, batch_first=True, bidirectional=bidirectional,
                           dropout=dropout if layers > 1 else 0.0)
         self.directions = 2 if bidirectional else 1

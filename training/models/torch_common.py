@@ -14,6 +14,7 @@ import torch
 from sklearn.model_selection import GroupShuffleSplit
 from torch import nn
 
+from pipelines.errors import BadParams
 from training.data import Frame
 from training.models import MODALITIES
 from training.models.torch_inputs import Batch, collate, feature_dim, load_sequences, resolve_columns
@@ -130,16 +131,16 @@ class TorchModel:
         known = {**COMMON_DEFAULTS, **self.defaults}
         unknown = set(params) - set(known)
         if unknown:
-            raise ValueError(f"{type(self).__name__}: unknown params {sorted(unknown)}; known: {sorted(known)}")
+            raise BadParams(f"{type(self).__name__}: unknown params {sorted(unknown)}; known: {sorted(known)}")
         self.params = {**known, **params}
         if self.params["target"] not in ("emotion", "dims"):
-            raise ValueError(f"target must be 'emotion' or 'dims', not {self.params['target']!r}")
+            raise BadParams(f"target must be 'emotion' or 'dims', not {self.params['target']!r}")
         self.classes = list(classes)
         self.targets = list(self.params["dims"]) if self.regression else []
         self.params["features"] = self.params["features"] or self.default_features
         self.modalities = tuple(m for m in MODALITIES if m in self.params["features"])
         if not set(self.required) <= set(self.modalities) or not self.modalities:
-            raise ValueError(f"{type(self).__name__} needs `features` for {list(self.required) or 'a modality'}, "
+            raise BadParams(f"{type(self).__name__} needs `features` for {list(self.required) or 'a modality'}, "
                              f"got {sorted(self.params['features'])}")
         self.columns: dict[str, list[str]] = {}
         self.dims: dict[str, int] = {}
@@ -189,7 +190,7 @@ class TorchModel:
         self.columns = {}
         df, seqs, y = self._rows(train)
         if len(y) == 0:
-            raise ValueError(f"{self.name or type(self).__name__}: no labelled training rows with features")
+            raise BadParams(f"{self.name or type(self).__name__}: no labelled training rows with features")
         if valid is None:
             tr, va = inner_split(df, float(self.params["valid_fraction"]), int(self.params["seed"]))
             vseqs, vy = {m: [s[i] for i in va] for m, s in seqs.items()}, y[va]

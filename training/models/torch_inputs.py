@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipelines.errors import BadParams
 from training.data import Frame
 
 
@@ -34,7 +35,7 @@ def resolve_columns(df: pd.DataFrame, features: dict[str, list[str]]) -> list[st
         hits = [c for c in names if any(fnmatch.fnmatchcase(c[len(feature_set) + 1:], g) for g in globs)
                 and not c.endswith(("_shape", "_times")) and _is_sequence_column(df[c])]
         if not hits:
-            raise ValueError(f"no per-frame sequence column of {feature_set!r} matches {globs}; "
+            raise BadParams(f"no per-frame sequence column of {feature_set!r} matches {globs}; "
                              f"its columns: {[c[len(feature_set) + 1:] for c in names][:30]}")
         cols += [c for c in hits if c not in cols]
     return cols
@@ -85,9 +86,9 @@ def load_sequences(frame: Frame, modality: str, columns: list[str], time_axis: d
 def feature_dim(seqs: list[np.ndarray | None], modality: str) -> int:
     dims = {s.shape[1] for s in seqs if s is not None}
     if not dims:
-        raise ValueError(f"no training row has {modality} data: check the {modality} columns in the model params")
+        raise BadParams(f"no training row has {modality} data: check the {modality} columns in the model params")
     if len(dims) > 1:
-        raise ValueError(f"{modality} sequences have different feature sizes {sorted(dims)}")
+        raise BadParams(f"{modality} sequences have different feature sizes {sorted(dims)}")
     return dims.pop()
 
 
