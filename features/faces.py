@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from features.alignment import align_face, encode_image
-from features.landmarks import GEOMETRY, STATISTICS, ShapePredictor68, clip_statistics, geometry
+from features.landmarks import MEASURES, STATISTICS, ShapePredictor68, clip_statistics, measures
 from features.tracking import Tracker, Track, confirmed, interpolate, pick_main
 from features.video_io import item_frames
 from pipelines.extractor import BaseExtractor, ClipError
@@ -37,12 +37,12 @@ class Face:
     detected: bool              # False: interpolated between two detections (detect_every > 1)
     crop: bytes
     landmarks68: np.ndarray | None
-    geometry: np.ndarray | None
+    geometry: np.ndarray | None     # landmarks.MEASURES
 
 
 class FacesExtractor(BaseExtractor):
     kind: ClassVar[str] = "faces"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"      # 2: openness ratios and solvePnP head pose
     modality: ClassVar[str] = "video"
     defaults: ClassVar[dict] = {
         "fps": 5.0, "model": "mnet025", "max_side": 640, "face_px": 160, "score_threshold": 0.5,
@@ -70,8 +70,8 @@ class FacesExtractor(BaseExtractor):
         ]
         if self.params["landmarks68"]:
             fields += [("landmarks68", f32), ("landmarks68_shape", i32)]
-            fields += [(name, f32) for name in GEOMETRY]
-            fields += [(f"stat_{name}_{stat}", pa.float32()) for name in GEOMETRY for stat in STATISTICS]
+            fields += [(name, f32) for name in MEASURES]
+            fields += [(f"stat_{name}_{stat}", pa.float32()) for name in MEASURES for stat in STATISTICS]
         return pa.schema(fields)
 
     def setup(self) -> None:
@@ -141,14 +141,11 @@ class FacesExtractor(BaseExtractor):
     def _describe(self, frame: np.ndarray, gray: np.ndarray | None, row: np.ndarray, detected: bool) -> Face:
         size = int(self.params["crop_size"])
         crop, _ = align_face(frame, row[5:15].reshape(5, 2), size)
-        points = measures = None
+        points = values = None
         if self.shapes is not None:
             points = self.shapes(gray, row[:4])
-            try:
-                measures = geometry(points)
-            except ValueError:      # degenerate shape (eye centres coincide): no measures for this frame
-                measures = np.full(len(GEOMETRY), np.nan, np.float32)
-        return Face(row, detected, encode_image(crop, self.params["crop_format"]), points, measures)
+            values = measures(points, frame.shape[1::-1])
+        return Face(row, detected, encode_image(crop, self.params["crop_format"]), points, values)
 
     def _row(self, times: list[float], faces: dict, tracker: Tracker, size, detect_size) -> dict:
         tracks = confirmed(tracker.tracks)
@@ -178,11 +175,11 @@ class FacesExtractor(BaseExtractor):
         }
         if self.shapes is not None:
             points = np.stack([f.landmarks68 if f is not None else np.full((68, 2), np.nan) for f in per_frame])
-            measures = np.stack([f.geometry if f is not None else np.full(len(GEOMETRY), np.nan)
-                                 for f in per_frame]).astype(np.float32)
+            values = np.stack([f.geometry if f is not None else np.full(len(MEASURES), np.nan)
+                               for f in per_frame]).astype(np.float32)
             out.update({"landmarks68": _flat(points), "landmarks68_shape": [n, 136]})
-            out.update({name: measures[:, j].tolist() for j, name in enumerate(GEOMETRY)})
-            out.update({k: float(v) for k, v in clip_statistics(measures).items()})
+            out.update({name: values[:, j].tolist() for j, name in enumerate(MEASURES)})
+            out.update({k: float(v) for k, v in clip_statistics(values, MEASURES).items()})
         return out
 
 
