@@ -5,7 +5,8 @@ Lookup order for `fetch(name)`:
   2. the cache `$AVER_CACHE/models/<name>/<file>` (default `~/.cache/aver/models`),
   3. download from the official URL into the cache (skipped when `AVER_OFFLINE=1`).
 A file found anywhere must match its sha256; a missing file offline raises `WeightsUnavailable` saying
-which file is needed and where to put it.
+which file is needed and where to put it. Where no sha256 is published (`unverified` specs), `fetch` refuses until
+the caller passes the sha256 of a file the user checked (an extractor's `weights_sha256` param).
 """
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ class ModelSpec:
     sha256: str | None          # None only where upstream publishes no fixed file
     licence: str
     package: str | None = None  # "package:subdir" of a pip package that ships the file
+    unverified: bool = False    # no sha256 published upstream: the user must supply the one they checked
+
+
+# HSEmotion (Savchenko) AffectNet models, as downloaded by the official hsemotion-onnx package (get_model_path).
+# No sha256 is published for them, so they are `unverified`.
+HSEMOTION_URL = "https://github.com/HSE-asavchenko/face-emotion-recognition/raw/main/models/affectnet_emotions/onnx/"
+HSEMOTION_VARIANTS = ("enet_b0_8_best_vgaf", "enet_b0_8_best_afew", "enet_b0_8_va_mtl", "enet_b2_8", "enet_b2_7")
 
 
 MODELS: dict[str, ModelSpec] = {m.name: m for m in [
@@ -49,6 +57,11 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
     ModelSpec("dlib_shape_predictor_68", "shape_predictor_68_face_landmarks.dat", None,
               "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f", "CC0 package (iBUG 300-W: research only)",
               package="face_recognition_models:models"),
+    ModelSpec("dlib_face_recognition_v1", "dlib_face_recognition_resnet_model_v1.dat", None,
+              "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30", "CC0 package (dlib model: CC0; trained on face scrub, VGG and web faces)",
+              package="face_recognition_models:models"),
+    *(ModelSpec(f"hsemotion_{variant}", f"{variant}.onnx", HSEMOTION_URL + f"{variant}.onnx", None,
+                "Apache-2.0 (HSEmotion; AffectNet: research only)", unverified=True) for variant in HSEMOTION_VARIANTS),
 ]}
 
 
@@ -68,10 +81,10 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _checked(spec: ModelSpec, path: Path) -> Path:
-    if spec.sha256 and sha256_of(path) != spec.sha256:
+def _checked(spec: ModelSpec, path: Path, expected: str | None) -> Path:
+    if expected and sha256_of(path) != expected:
         raise WeightsUnavailable(f"{path} does not match the sha256 registered for {spec.name} "
-                                 f"({spec.sha256}); delete it or replace it with the official file")
+                                 f"({expected}); delete it or replace it with the official file")
     return path
 
 
@@ -86,29 +99,43 @@ def _from_package(spec: ModelSpec) -> Path | None:
     return path if path.exists() else None
 
 
-def _download(spec: ModelSpec, dest: Path) -> None:
+def _download(spec: ModelSpec, dest: Path, expected: str | None) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp, \
             urllib.request.urlopen(spec.url, timeout=60) as resp:
         shutil.copyfileobj(resp, tmp)
-    _checked(spec, Path(tmp.name))
+    _checked(spec, Path(tmp.name), expected)
     Path(tmp.name).replace(dest)
 
 
-def fetch(name: str) -> Path:
-    """Local path of a registered weight file, downloading it into the cache if allowed."""
+def expected_sha256(spec: ModelSpec, user_sha256: str | None) -> str | None:
+    """The sha256 a file must have: the registry's, else the one the user verified (required for `unverified`)."""
+    if spec.sha256 and user_sha256 and user_sha256.lower() != spec.sha256:
+        raise WeightsUnavailable(f"sha256 {user_sha256} given for {spec.name} differs from the registered "
+                                 f"{spec.sha256}")
+    if spec.unverified and not user_sha256:
+        raise WeightsUnavailable(
+            f"weights {spec.name!r} ({spec.file}, {spec.url}) have no published sha256: check the file yourself and "
+            f"pass its sha256 (the extractor param `weights_sha256`); aver will not load unverified weights")
+    return spec.sha256 or (user_sha256.lower() if user_sha256 else None)
+
+
+def fetch(name: str, sha256: str | None = None) -> Path:
+    """Local path of a registered weight file, downloading it into the cache if allowed. `sha256`: the hash the
+    user verified, for specs without a published one."""
     spec = MODELS[name]
+    expected = expected_sha256(spec, sha256)
     override = os.environ.get("AVER_MODELS_DIR")
     if override and (Path(override) / name / spec.file).exists():
-        return _checked(spec, Path(override) / name / spec.file)
+        return _checked(spec, Path(override) / name / spec.file, expected)
     if spec.package and (path := _from_package(spec)):
-        return _checked(spec, path)
+        return _checked(spec, path, expected)
     cached = cache_dir() / name / spec.file
     if cached.exists():
-        return _checked(spec, cached)
+        return _checked(spec, cached, expected)
     if spec.url and os.environ.get("AVER_OFFLINE") != "1":
         try:
-            _download(spec, cached)
+            _download(spec, cached, expected)
             return cached
         except OSError as e:
             reason = f"download from {spec.url} failed ({e})"
