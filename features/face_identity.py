@@ -75,3 +75,24 @@ def identity_report(clip_ids: list[str], speakers: list[str], vectors: np.ndarra
     split = [{"speaker": speaker, "clusters": dict(counts.most_common())}
              for speaker, counts in sorted(by_speaker.items()) if len(counts) > 1]
     return {"clusters": len(by_cluster), "mixed_clusters": mixed, "split_speakers": split}
+
+
+def corpus_identities(store, feature_set: str, corpus: str, threshold: float = SAME_PERSON) -> dict:
+    """`identity_report` over the clean rows of a corpus's `feature_set` (a faces feature set with `identity`), with
+    the manifest's declared speakers; clips without an identity row or without a speaker are counted, not used."""
+    from pipelines.manifest import read_manifest
+    table = store.read(feature_set, corpus, columns=["clip_id", "variant", "identity"]) \
+        if "identity" in store.info(feature_set, corpus)["columns"] else None
+    if table is None:
+        raise ValueError(f"feature set {feature_set!r} of corpus {corpus!r} has no `identity` column "
+                         f"(a `faces` feature set with identity: true, extracted)")
+    rows = [row for row in table.to_pylist() if row["variant"] == "clean"]
+    declared = read_manifest(store.manifest_dir, corpus).select(["clip_id", "speaker"]).to_pydict()
+    speakers = dict(zip(declared["clip_id"], declared["speaker"]))
+    used = [r for r in rows if r["identity"] is not None and speakers.get(r["clip_id"])]
+    if not used:
+        raise ValueError(f"no clip of corpus {corpus!r} has both an identity in {feature_set!r} and a speaker")
+    report = identity_report([r["clip_id"] for r in used], [speakers[r["clip_id"]] for r in used],
+                             np.array([r["identity"] for r in used], np.float32), threshold)
+    return {"corpus": corpus, "feature_set": feature_set, "threshold": threshold, "clips": len(used),
+            "clips_without_identity_or_speaker": len(speakers) - len(used), **report}

@@ -1,10 +1,14 @@
 """Face identity with dlib's real face descriptor: actors on real clips, identity-aware tracking across cuts, the
 corpus identity report."""
 import json
+import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from conftest import shared_path
 from features.face_identity import FaceDescriber, cluster, identity_report
@@ -142,3 +146,38 @@ def test_identity_needs_landmarks():
     with pytest.raises(ValueError, match="identity needs landmarks68"):
         FacesExtractor(landmarks68=False)
     assert "identity" not in FacesExtractor(identity=False).schema().names
+
+
+def test_corpus_identities_command_reports_a_mislabelled_clip(tmp_path):
+    """Four MEAD clips, one W009 clip filed under W011: the CLI reports the mixed cluster and the split speaker."""
+    clips = shared_path("data", "mead_sample", "dreamtalk_style_clips")
+    root = tmp_path / "mine"
+    root.mkdir()
+    for target, name in [("W009_front_happy_level3_001", "W009_front_happy_level3_001"),
+                         ("W009_front_sad_level3_001", "W011_front_sad_level3_001"),     # the labelling error
+                         ("W011_front_happy_level3_001", "W011_front_happy_level3_001"),
+                         ("M030_front_happy_level3_001", "M030_front_happy_level3_001")]:
+        (root / f"{name}.mp4").symlink_to(clips / f"{target}.mp4")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "paths": {"manifests": "m", "store": "s"}, "corpora": {},
+        "features": {"faces": {"extractor": "faces", "params": {"fps": 1.0, "detect_every": 1}}},
+        "extract": {"faces-mine": {"feature_set": "faces", "corpus": "mine"}},
+    }))
+    env = {**os.environ, "AVER_OFFLINE": "1", "AVER_MODELS_DIR": str(shared_path("models"))}
+
+    def aver(*args):
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    aver("corpus", "add", "mine", "--root", str(root), "--glob", "*.mp4",
+         "--regex", r"(?P<speaker>[MW]\d\d\d)_front_(?P<emotion>[a-z]+)_level\d_\d+")
+    aver("ingest", "mine")
+    aver("extract", "faces")
+    out = aver("corpus", "identities", "mine", "--json", "report.json")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["clips"] == 4 and report["clusters"] == 3
+    assert [c["speakers"] for c in report["mixed_clusters"]] == [{"mine/W009": 1, "mine/W011": 1}]
+    assert [s["speaker"] for s in report["split_speakers"]] == ["mine/W011"]
+    assert "mine/W011_front_sad_level3_001" in " ".join(report["mixed_clusters"][0]["clips"]) and "mine/W011" in out
