@@ -59,8 +59,6 @@ class FacesExtractor(BaseExtractor):
             raise ValueError(f"faces: detect_every must be >= 1, got {self.params['detect_every']}")
         if self.params["crop_format"] not in ("png", "jpeg"):
             raise ValueError(f"faces: crop_format must be 'png' or 'jpeg', got {self.params['crop_format']!r}")
-        if self.params["identity"] and not self.params["landmarks68"]:
-            raise ValueError("faces: identity needs landmarks68 (dlib aligns the face from its 68 points)")
         if str(self.params["device"]).startswith("cuda") and not self.resources.num_gpus:
             self.resources = replace(self.resources, num_gpus=1.0)
         self.detector = self.shapes = self.describer = None
@@ -88,7 +86,8 @@ class FacesExtractor(BaseExtractor):
         # Frames reach the detector already shrunk (see _detect_size), hence no max_side of its own.
         self.detector = RetinaFaceDetector(model=p["model"], device=p["device"], score_threshold=p["score_threshold"],
                                            max_side=None, batch_size=DETECT_BATCH)
-        self.shapes = ShapePredictor68() if p["landmarks68"] else None
+        # dlib aligns the face for its descriptor from the 68 points: identity needs them even when not stored.
+        self.shapes = ShapePredictor68() if p["landmarks68"] or p["identity"] else None
         self.describer = FaceDescriber() if p["identity"] else None
 
     def extract(self, item: dict) -> dict:
@@ -156,7 +155,7 @@ class FacesExtractor(BaseExtractor):
     def _describe(self, frame: np.ndarray, row: np.ndarray, points: np.ndarray | None, detected: bool) -> Face:
         size = int(self.params["crop_size"])
         crop, _ = align_face(frame, row[5:15].reshape(5, 2), size)
-        values = measures(points, frame.shape[1::-1]) if points is not None else None
+        values = measures(points, frame.shape[1::-1]) if self.params["landmarks68"] else None
         return Face(row, detected, encode_image(crop, self.params["crop_format"]), points, values)
 
     def _row(self, times: list[float], faces: dict, tracker: Tracker, size, detect_size) -> dict:
@@ -189,7 +188,7 @@ class FacesExtractor(BaseExtractor):
             "other_tracks": json.dumps([_track_summary(t) for t in tracks if t is not main]),
             "face_fraction": float(np.mean(found)),
         }
-        if self.shapes is not None:
+        if self.params["landmarks68"]:
             points = np.stack([f.landmarks68 if f is not None else np.full((68, 2), np.nan) for f in per_frame])
             values = np.stack([f.geometry if f is not None else np.full(len(MEASURES), np.nan)
                                for f in per_frame]).astype(np.float32)

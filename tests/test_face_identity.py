@@ -142,9 +142,11 @@ def test_descriptor_of_no_face_is_empty():
     assert FaceDescriber()(np.zeros((10, 10, 3), np.uint8), np.zeros((0, 15)), []).shape == (0, 128)
 
 
-def test_identity_needs_landmarks():
-    with pytest.raises(ValueError, match="identity needs landmarks68"):
-        FacesExtractor(landmarks68=False)
+def test_identity_without_stored_landmarks(extractor, people, tmp_path):
+    """landmarks68: false drops the 68 points and measures, not the identity (dlib still aligns from them)."""
+    path = write_video(tmp_path / "a.mp4", [people[0]] * 3, codec="libx264", fps=5)
+    row = extract(shared_models(extractor, fps=5.0, detect_every=1, landmarks68=False), path)
+    assert len(row["identity"]) == 128 and "landmarks68" not in row and "stat_pose_yaw_mean" not in row
     assert "identity" not in FacesExtractor(identity=False).schema().names
 
 

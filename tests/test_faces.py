@@ -203,7 +203,7 @@ def test_detect_every_k_interpolates_between_detections(extractor, every):
 
 
 def test_without_landmarks68_there_are_no_geometry_columns():
-    names = FacesExtractor(landmarks68=False, identity=False).schema().names
+    names = FacesExtractor(landmarks68=False).schema().names
     assert "landmarks68" not in names and not any(n.startswith("stat_") or n in MEASURES for n in names)
     assert "crops" in names and "face_fraction" in names
     with pytest.raises(ValueError):
