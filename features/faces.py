@@ -3,9 +3,10 @@
 decode (features.video_io, variant applied) -> RetinaFace on a downscaled copy, batched over the clip's frames
 -> tracks (features.tracking) -> for every tracked face: aligned crop from the full-resolution frame
 (features.alignment), dlib's 68 points and geometry (features.landmarks) -> main track's per-frame columns
-+ clip statistics. With `identity` (default), every detected face also gets dlib's face descriptor
-(features.face_identity): tracks are linked by identity as well as position, tracks of the same person split by a gap
-or a shot cut are merged, and the main track's mean descriptor is the clip's `identity`. Faces are described while streaming, so memory stays bounded by one detector batch of frames.
++ clip statistics. Faces are described while streaming, so memory stays bounded by one detector batch of frames.
+With `identity` (default), every detected face also gets dlib's face descriptor (features.face_identity): tracks
+are linked by identity as well as position, tracks of one person split by a gap or a shot cut are merged, and the
+main track's mean descriptor is the clip's `identity`.
 
 Detection scale: frames are shrunk so their long side is at most `max_side`; if the largest face of the first frame
 is still taller than `face_px` there, the whole clip is detected at a smaller scale that brings it to `face_px`
