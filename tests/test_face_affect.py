@@ -120,10 +120,9 @@ def test_seven_class_b2_model_uses_260_pixels(tmp_path, monkeypatch):
 
 
 def test_unverified_weights_are_refused_without_a_user_sha256(tmp_path, monkeypatch):
+    """Engines call setup() before any clip: the refusal stops the run instead of becoming per-clip ledger rows."""
     built(tmp_path, monkeypatch, "enet_b0_8_best_vgaf")
-    result = FaceAffect().process([item([png(faces(1)[0])])])
-    assert not result.rows and "no published sha256" in result.failures[0]["detail"]
-    with pytest.raises(WeightsUnavailable):
+    with pytest.raises(WeightsUnavailable, match="no published sha256"):
         FaceAffect().setup()
 
 
