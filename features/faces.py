@@ -4,6 +4,9 @@ decode (features.video_io, variant applied) -> RetinaFace on a downscaled copy, 
 -> tracks (features.tracking) -> for every tracked face: aligned crop from the full-resolution frame
 (features.alignment), dlib's 68 points and geometry (features.landmarks) -> main track's per-frame columns
 + clip statistics. Faces are described while streaming, so memory stays bounded by one detector batch of frames.
+With `identity` (default), every detected face also gets dlib's face descriptor (features.face_identity): tracks
+are linked by identity as well as position, tracks of one person split by a gap or a shot cut are merged, and the
+main track's mean descriptor is the clip's `identity`.
 
 Detection scale: frames are shrunk so their long side is at most `max_side`; if the largest face of the first frame
 is still taller than `face_px` there, the whole clip is detected at a smaller scale that brings it to `face_px`
@@ -22,8 +25,9 @@ import numpy as np
 import pyarrow as pa
 
 from features.alignment import align_face, encode_image
-from features.landmarks import GEOMETRY, STATISTICS, ShapePredictor68, clip_statistics, geometry
-from features.tracking import Tracker, Track, confirmed, interpolate, pick_main
+from features.face_identity import FaceDescriber
+from features.landmarks import MEASURES, STATISTICS, ShapePredictor68, clip_statistics, measures
+from features.tracking import Tracker, Track, confirmed, interpolate, merge_by_identity, pick_main
 from features.video_io import item_frames
 from pipelines.extractor import BaseExtractor, ClipError
 
@@ -37,18 +41,19 @@ class Face:
     detected: bool              # False: interpolated between two detections (detect_every > 1)
     crop: bytes
     landmarks68: np.ndarray | None
-    geometry: np.ndarray | None
+    geometry: np.ndarray | None     # landmarks.MEASURES
 
 
 class FacesExtractor(BaseExtractor):
     kind: ClassVar[str] = "faces"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"      # 2: openness ratios and solvePnP head pose
     modality: ClassVar[str] = "video"
     # NaN marks frames without the main face (and landmark statistics of a clip where dlib found none)
     nan_columns: ClassVar[tuple[str, ...]] = ("boxes", "scores", "landmarks5", "landmarks68", *GEOMETRY, "stat_*")
     defaults: ClassVar[dict] = {
         "fps": 5.0, "model": "mnet025", "max_side": 640, "face_px": 160, "score_threshold": 0.5,
         "crop_size": 112, "crop_format": "png", "detect_every": 2, "device": "cpu", "landmarks68": True,
+        "identity": True, "identity_threshold": 0.6,
     }
 
     def __init__(self, **params):
@@ -57,7 +62,7 @@ class FacesExtractor(BaseExtractor):
             raise ValueError(f"faces: detect_every must be >= 1, got {self.params['detect_every']}")
         if self.params["crop_format"] not in ("png", "jpeg"):
             raise ValueError(f"faces: crop_format must be 'png' or 'jpeg', got {self.params['crop_format']!r}")
-        self.detector = self.shapes = None
+        self.detector = self.shapes = self.describer = None
 
     def schema(self) -> pa.Schema:
         f32, i32 = pa.list_(pa.float32()), pa.list_(pa.int32())
@@ -70,8 +75,10 @@ class FacesExtractor(BaseExtractor):
         ]
         if self.params["landmarks68"]:
             fields += [("landmarks68", f32), ("landmarks68_shape", i32)]
-            fields += [(name, f32) for name in GEOMETRY]
-            fields += [(f"stat_{name}_{stat}", pa.float32()) for name in GEOMETRY for stat in STATISTICS]
+            fields += [(name, f32) for name in MEASURES]
+            fields += [(f"stat_{name}_{stat}", pa.float32()) for name in MEASURES for stat in STATISTICS]
+        if self.params["identity"]:
+            fields += [("identity", f32), ("identity_faces", pa.int32()), ("identity_spread", pa.float32())]
         return pa.schema(fields)
 
     def setup(self) -> None:
@@ -80,13 +87,15 @@ class FacesExtractor(BaseExtractor):
         # Frames reach the detector already shrunk (see _detect_size), hence no max_side of its own.
         self.detector = RetinaFaceDetector(model=p["model"], device=p["device"], score_threshold=p["score_threshold"],
                                            max_side=None, batch_size=DETECT_BATCH)
-        self.shapes = ShapePredictor68() if p["landmarks68"] else None
+        # dlib aligns the face for its descriptor from the 68 points: identity needs them even when not stored.
+        self.shapes = ShapePredictor68() if p["landmarks68"] or p["identity"] else None
+        self.describer = FaceDescriber() if p["identity"] else None
 
     def extract(self, item: dict) -> dict:
         if self.detector is None:
             self.setup()
         every = int(self.params["detect_every"])
-        tracker = Tracker(max_gap=max(5, 2 * every))
+        tracker = Tracker(max_gap=max(5, 2 * every), max_identity_dist=float(self.params["identity_threshold"]))
         faces: dict[tuple[int, int], Face] = {}     # (track id, frame index) -> face
         times: list[float] = []
         detect_size, first_detections, size = None, None, None
@@ -125,33 +134,37 @@ class FacesExtractor(BaseExtractor):
         """Track the run's keyframe (its last frame) and describe its faces; faces tracked across the run's earlier
         frames (only when detect_every > 1) are interpolated and described too."""
         key_index, _, key_frame = run[-1]
-        ids = tracker.update(key_index, detections)
-        key_gray = self._gray(key_frame, len(ids))
-        for track_id, row in zip(ids, detections):
-            faces[track_id, key_index] = self._describe(key_frame, key_gray, row, detected=True)
+        points = self._points(key_frame, detections)
+        descriptors = self.describer(key_frame, detections, points) if self.describer is not None else None
+        ids = tracker.update(key_index, detections, descriptors)
+        for track_id, row, face_points in zip(ids, detections, points):
+            faces[track_id, key_index] = self._describe(key_frame, row, face_points, detected=True)
         between = {index: frame for index, _, frame in run[:-1]}
         for track_id in ids:
             for index, row in interpolate(tracker.tracks[track_id], list(between), every).items():
                 frame = between[index]
-                faces[track_id, index] = self._describe(frame, self._gray(frame, 1), row, detected=False)
+                faces[track_id, index] = self._describe(frame, row, self._points(frame, row[None])[0],
+                                                        detected=False)
 
-    def _gray(self, frame: np.ndarray, n_faces: int) -> np.ndarray | None:
-        return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if self.shapes is not None and n_faces else None
+    def _points(self, frame: np.ndarray, detections: np.ndarray) -> list[np.ndarray | None]:
+        """dlib's 68 points of each detected face (None each without landmarks68)."""
+        if self.shapes is None or not len(detections):
+            return [None] * len(detections)
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        return [self.shapes(gray, row[:4]) for row in detections]
 
-    def _describe(self, frame: np.ndarray, gray: np.ndarray | None, row: np.ndarray, detected: bool) -> Face:
+    def _describe(self, frame: np.ndarray, row: np.ndarray, points: np.ndarray | None, detected: bool) -> Face:
         size = int(self.params["crop_size"])
         crop, _ = align_face(frame, row[5:15].reshape(5, 2), size)
-        points = measures = None
-        if self.shapes is not None:
-            points = self.shapes(gray, row[:4])
-            try:
-                measures = geometry(points)
-            except ValueError:      # degenerate shape (eye centres coincide): no measures for this frame
-                measures = np.full(len(GEOMETRY), np.nan, np.float32)
-        return Face(row, detected, encode_image(crop, self.params["crop_format"]), points, measures)
+        values = measures(points, frame.shape[1::-1]) if self.params["landmarks68"] else None
+        return Face(row, detected, encode_image(crop, self.params["crop_format"]), points, values)
 
     def _row(self, times: list[float], faces: dict, tracker: Tracker, size, detect_size) -> dict:
-        tracks = confirmed(tracker.tracks)
+        tracks = tracker.tracks
+        if self.describer is not None:
+            tracks, new_id = merge_by_identity(tracks, float(self.params["identity_threshold"]))
+            faces = {(new_id[track_id], index): face for (track_id, index), face in faces.items()}
+        tracks = confirmed(tracks)
         width, height = size if size is not None else (0, 0)
         main = pick_main(tracks, tracker.n_detected_frames, width, height)
         if main is None:
@@ -176,13 +189,15 @@ class FacesExtractor(BaseExtractor):
             "other_tracks": json.dumps([_track_summary(t) for t in tracks if t is not main]),
             "face_fraction": float(np.mean(found)),
         }
-        if self.shapes is not None:
+        if self.params["landmarks68"]:
             points = np.stack([f.landmarks68 if f is not None else np.full((68, 2), np.nan) for f in per_frame])
-            measures = np.stack([f.geometry if f is not None else np.full(len(GEOMETRY), np.nan)
-                                 for f in per_frame]).astype(np.float32)
+            values = np.stack([f.geometry if f is not None else np.full(len(MEASURES), np.nan)
+                               for f in per_frame]).astype(np.float32)
             out.update({"landmarks68": _flat(points), "landmarks68_shape": [n, 136]})
-            out.update({name: measures[:, j].tolist() for j, name in enumerate(GEOMETRY)})
-            out.update({k: float(v) for k, v in clip_statistics(measures).items()})
+            out.update({name: values[:, j].tolist() for j, name in enumerate(MEASURES)})
+            out.update({k: float(v) for k, v in clip_statistics(values, MEASURES).items()})
+        if self.describer is not None:
+            out.update(_identity_columns(main))
         return out
 
 
@@ -230,6 +245,15 @@ def _to_frame_pixels(detections: np.ndarray, frame_size, detect_size) -> np.ndar
 
 def _flat(values: np.ndarray) -> list[float]:
     return np.asarray(values, np.float32).reshape(-1).tolist()
+
+
+def _identity_columns(track: Track) -> dict:
+    """The track's mean descriptor, how many detections it averages and their mean distance to it."""
+    if not track.descriptors:
+        raise ClipError("no_identity", "dlib gave no face descriptor for the main face")
+    mean = track.identity
+    return {"identity": mean.tolist(), "identity_faces": len(track.descriptors),
+            "identity_spread": float(np.linalg.norm(np.stack(track.descriptors) - mean, axis=1).mean())}
 
 
 def _track_summary(track: Track) -> dict:

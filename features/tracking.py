@@ -7,6 +7,11 @@ or the centre distance is below `max_centre_dist` track box sizes, and the areas
 Velocity lets two faces that cross keep their identities. A track not seen for more than `max_gap` sampled frames
 is closed, so a face that leaves and comes back later gets a new id.
 
+Identity (when detections come with dlib face descriptors, features.face_identity): a pairing is also forbidden when
+the detection's descriptor is farther than `max_identity_dist` from the track's mean descriptor, so a shot cut
+between two people framed alike starts a new track; after the clip, `merge_by_identity` joins tracks that never
+overlap in time and whose mean descriptors are that close (the same person re-detected after a gap or a cut).
+
 Main track score (documented in docs/visual.md): `coverage * relative size * (0.5 + 0.5 * centrality) * mean score`,
 coverage = share of detected frames where the track has a box, relative size = median sqrt(box area / frame area),
 centrality = 1 - mean distance of the box centre to the frame centre / half the frame diagonal.
@@ -28,10 +33,18 @@ class Track:
     track_id: int
     frames: list[int] = field(default_factory=list)          # sampled-frame indices where it was detected
     detections: list[np.ndarray] = field(default_factory=list)   # matching (15,) detector rows
+    descriptors: list[np.ndarray] = field(default_factory=list)  # face descriptors of the detections that have one
 
-    def add(self, frame: int, detection: np.ndarray) -> None:
+    def add(self, frame: int, detection: np.ndarray, descriptor: np.ndarray | None = None) -> None:
         self.frames.append(frame)
         self.detections.append(np.asarray(detection, dtype=np.float32))
+        if descriptor is not None:
+            self.descriptors.append(np.asarray(descriptor, dtype=np.float32))
+
+    @property
+    def identity(self) -> np.ndarray | None:
+        """Mean face descriptor of the track (None without descriptors)."""
+        return np.mean(self.descriptors, axis=0) if self.descriptors else None
 
     def predicted_box(self, frame: int) -> np.ndarray:
         """Box at `frame` extrapolated at constant velocity from the last two detections."""
@@ -50,33 +63,45 @@ class Tracker:
     """Online linker: call `update(frame, detections)` for each detected frame, in order."""
 
     def __init__(self, iou_min: float = 0.2, max_centre_dist: float = 0.5, max_area_ratio: float = 2.5,
-                 max_gap: int = 5):
-        self.iou_min, self.max_centre_dist = iou_min, max_centre_dist
+                 max_gap: int = 5, max_identity_dist: float = 0.6):
+        self.iou_min, self.max_centre_dist, self.max_identity_dist = iou_min, max_centre_dist, max_identity_dist
         self.max_log_area = float(np.log(max_area_ratio))
         self.max_gap = max_gap
         self.tracks: list[Track] = []
         self.n_detected_frames = 0
 
-    def update(self, frame: int, detections: np.ndarray) -> list[int]:
-        """Assign each detection (rows [x1, y1, x2, y2, score, ...]) to a track; returns the track id of each row."""
+    def update(self, frame: int, detections: np.ndarray, descriptors: np.ndarray | None = None) -> list[int]:
+        """Assign each detection (rows [x1, y1, x2, y2, score, ...]) to a track; returns the track id of each row.
+        `descriptors`: optional face descriptor per detection, which gates the pairing by identity."""
         self.n_detected_frames += 1
         active = [t for t in self.tracks if frame - t.frames[-1] <= self.max_gap]
         ids = [-1] * len(detections)
+        described = [None] * len(detections) if descriptors is None else list(descriptors)
         if active and len(detections):
             predicted = np.stack([t.predicted_box(frame) for t in active])
             cost = self._costs(predicted, detections[:, :4])
+            if descriptors is not None:
+                cost = np.where(self._identity_far(active, np.asarray(descriptors)), UNMATCHED, cost)
             rows, cols = linear_sum_assignment(cost)
             for r, c in zip(rows, cols):
                 if cost[r, c] < UNMATCHED:
-                    active[r].add(frame, detections[c])
+                    active[r].add(frame, detections[c], described[c])
                     ids[c] = active[r].track_id
         for c, det in enumerate(detections):
             if ids[c] == -1:
                 track = Track(len(self.tracks))
-                track.add(frame, det)
+                track.add(frame, det, described[c])
                 self.tracks.append(track)
                 ids[c] = track.track_id
         return ids
+
+    def _identity_far(self, tracks: list[Track], descriptors: np.ndarray) -> np.ndarray:
+        """[tracks, detections] True where a track's mean descriptor is too far from a detection's."""
+        far = np.zeros((len(tracks), len(descriptors)), bool)
+        for r, track in enumerate(tracks):
+            if track.identity is not None:
+                far[r] = np.linalg.norm(descriptors - track.identity, axis=1) > self.max_identity_dist
+        return far
 
     def _costs(self, predicted: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         iou = box_iou(torch.from_numpy(predicted).float(), torch.from_numpy(boxes).float()).numpy()
@@ -97,6 +122,28 @@ def main_track_score(track: Track, n_detected_frames: int, width: int, height: i
     centrality = 1.0 - min(1.0, offset / (np.hypot(width, height) / 2))
     mean_score = float(np.mean([d[4] for d in track.detections]))
     return coverage * rel_size * (0.5 + 0.5 * centrality) * mean_score
+
+
+def merge_by_identity(tracks: list[Track], max_identity_dist: float) -> tuple[list[Track], dict[int, int]]:
+    """Join tracks whose frame spans do not overlap and whose mean descriptors are within `max_identity_dist`
+    (closest pair first, repeatedly). Returns the merged tracks (each keeps its lowest id) and old id -> new id."""
+    merged = {t.track_id: Track(t.track_id, list(t.frames), list(t.detections), list(t.descriptors)) for t in tracks}
+    mapping = {t.track_id: t.track_id for t in tracks}
+    while True:
+        pairs = [(float(np.linalg.norm(a.identity - b.identity)), a.track_id, b.track_id)
+                 for a in merged.values() for b in merged.values()
+                 if a.track_id < b.track_id and a.identity is not None and b.identity is not None
+                 and (a.frames[-1] < b.frames[0] or b.frames[-1] < a.frames[0])]
+        close = [p for p in pairs if p[0] <= max_identity_dist]
+        if not close:
+            return sorted(merged.values(), key=lambda t: t.track_id), mapping
+        _, keep, drop = min(close)
+        a, b = merged[keep], merged.pop(drop)
+        order = np.argsort(a.frames + b.frames, kind="stable")
+        a.frames = [(a.frames + b.frames)[i] for i in order]
+        a.detections = [(a.detections + b.detections)[i] for i in order]
+        a.descriptors += b.descriptors
+        mapping = {old: keep if new == drop else new for old, new in mapping.items()}
 
 
 def confirmed(tracks: list[Track], min_hits: int = 2) -> list[Track]:

@@ -215,6 +215,24 @@ def corpus_list(params_file: Path = ParamsOpt) -> None:
     _table("corpora", ["corpus", "adapter", "root", "clips"], rows)
 
 
+@corpus_app.command("identities")
+def corpus_identities(corpus: str, feature_set: str = typer.Option("faces", help="faces feature set with identity"),
+                      threshold: float = typer.Option(0.55, help="clustering distance (dlib descriptors)"),
+                      json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report here"),
+                      params_file: Path = ParamsOpt) -> None:
+    """Cluster the corpus's faces: clusters spanning several declared speakers, speakers spanning several clusters."""
+    from features.face_identity import corpus_identities as report_of
+    report = report_of(_store(params_file), feature_set, corpus, threshold)
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=1))
+    console.print(f"{report['clips']} clips in {report['clusters']} identity clusters "
+                  f"({report['clips_without_identity_or_speaker']} without identity or speaker)")
+    _table("clusters with several speakers", ["cluster", "speakers (clips)", "clips"],
+           [[c["cluster"], c["speakers"], " ".join(c["clips"])] for c in report["mixed_clusters"]])
+    _table("speakers in several clusters", ["speaker", "clusters (clips)"],
+           [[s["speaker"], s["clusters"]] for s in report["split_speakers"]])
+
+
 def _store(params_file: Path):
     from pipelines.store import FeatureStore
     p = paths(load_params(params_file))

@@ -146,6 +146,7 @@ REGISTRY: dict[str, str] = {
     "face_emotion_embedding": "features.face_emotion_embedding:FaceEmotionEmbedding",
     "speech_emotion_embedding": "features.speech_emotion_embedding:SpeechEmotionEmbedding",
     "faces": "features.faces:FacesExtractor",
+    "face_affect": "features.face_affect:FaceAffect",
 }
 
 

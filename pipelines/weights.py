@@ -7,9 +7,10 @@ Lookup order for `fetch(name)`:
 A file found anywhere must match its size and sha256; a missing file raises `WeightsUnavailable` saying
 which file is needed and where to put it. Files published only on Google Drive (biubug6's ResNet-50 RetinaFace)
 are never downloaded: Drive answers a plain HTTP request for a file this big with an HTML confirmation page, so
-the error asks the user to save the file by hand. A registry entry without a published sha256 (ternaus' ResNet-50
-RetinaFace: only a 9-digit prefix, f168fae3c, in its file name) is refused unless the user accepts it by name:
-`AVER_UNVERIFIED_WEIGHTS=retinaface_resnet50_ternaus` (comma-separated names).
+the error asks the user to save the file by hand. Where upstream publishes no sha256 (HSEmotion's ONNX files;
+ternaus' ResNet-50 RetinaFace, whose name holds only a 9-digit prefix), `fetch` refuses the file until the user
+either passes the sha256 of the file they checked (an extractor's `weights_sha256` param; every copy is then
+checked against it) or accepts it by name: `AVER_UNVERIFIED_WEIGHTS=retinaface_resnet50_ternaus` (comma-separated).
 """
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ class ModelSpec:
     package: str | None = None  # "package:subdir" of a pip package that ships the file
     size: int | None = None     # bytes, where published: a wrong file is refused before hashing it
     by_hand: bool = False       # url is a page urllib cannot download from (Google Drive): the user saves the file
+
+
+# HSEmotion (Savchenko) AffectNet models, as downloaded by the official hsemotion-onnx package (get_model_path).
+# No sha256 is published for them.
+HSEMOTION_URL = "https://github.com/HSE-asavchenko/face-emotion-recognition/raw/main/models/affectnet_emotions/onnx/"
+HSEMOTION_VARIANTS = ("enet_b0_8_best_vgaf", "enet_b0_8_best_afew", "enet_b0_8_va_mtl", "enet_b2_8", "enet_b2_7")
 
 
 MODELS: dict[str, ModelSpec] = {m.name: m for m in [
@@ -63,6 +70,12 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
     ModelSpec("dlib_shape_predictor_68", "shape_predictor_68_face_landmarks.dat", None,
               "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f", "CC0 package (iBUG 300-W: research only)",
               package="face_recognition_models:models", size=99_693_937),
+    ModelSpec("dlib_face_recognition_v1", "dlib_face_recognition_resnet_model_v1.dat", None,
+              "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+              "CC0 package (dlib's model, public domain; trained on FaceScrub, VGG Face and web images)",
+              package="face_recognition_models:models"),
+    *(ModelSpec(f"hsemotion_{variant}", f"{variant}.onnx", HSEMOTION_URL + f"{variant}.onnx", None,
+                "Apache-2.0 (HSEmotion; AffectNet: research only)") for variant in HSEMOTION_VARIANTS),
 ]}
 
 
@@ -85,17 +98,17 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _checked(spec: ModelSpec, path: Path) -> Path:
-    if spec.sha256 is None:
+def _checked(spec: ModelSpec, path: Path, expected: str | None) -> Path:
+    if expected is None:
         if spec.name in os.environ.get(UNVERIFIED_ENV, "").replace(" ", "").split(","):
             return path
-        raise WeightsUnavailable(f"{path} cannot be verified: aver's registry has no published sha256 for "
-                                 f"{spec.name} (sha256 of this file: {sha256_of(path)}). If you trust it, accept it "
-                                 f"by name: {UNVERIFIED_ENV}={spec.name}")
+        raise WeightsUnavailable(f"{path} cannot be verified: {spec.name} has no published sha256 (sha256 of "
+                                 f"this file: {sha256_of(path)}). Check the file yourself, then pass its sha256 (the "
+                                 f"extractor param `weights_sha256`) or accept it by name: {UNVERIFIED_ENV}={spec.name}")
     size = path.stat().st_size
-    if (spec.size is not None and size != spec.size) or sha256_of(path) != spec.sha256:
+    if (spec.size is not None and size != spec.size) or sha256_of(path) != expected:
         raise WeightsUnavailable(f"{path} ({size} bytes) does not match the sha256 registered for {spec.name} "
-                                 f"({spec.sha256}" + (f", {spec.size} bytes" if spec.size else "")
+                                 f"({expected}" + (f", {spec.size} bytes" if spec.size else "")
                                  + "); delete it or replace it with the official file")
     return path
 
@@ -111,35 +124,45 @@ def _from_package(spec: ModelSpec) -> Path | None:
     return path if path.exists() else None
 
 
-def _download(spec: ModelSpec, dest: Path) -> None:
+def _download(spec: ModelSpec, dest: Path, expected: str | None) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp, \
             urllib.request.urlopen(spec.url, timeout=60) as resp:
         shutil.copyfileobj(resp, tmp)
     try:
-        _checked(spec, Path(tmp.name))
+        _checked(spec, Path(tmp.name), expected)
     except WeightsUnavailable:
         Path(tmp.name).unlink()
         raise
     Path(tmp.name).replace(dest)
 
 
-def fetch(name: str) -> Path:
-    """Local path of a registered weight file, downloading it into the cache if allowed."""
+def expected_sha256(spec: ModelSpec, user_sha256: str | None) -> str | None:
+    """The sha256 a file must have: the registry's, else the one the user verified (None: refused unless accepted by name)."""
+    if spec.sha256 and user_sha256 and user_sha256.lower() != spec.sha256:
+        raise WeightsUnavailable(f"sha256 {user_sha256} given for {spec.name} differs from the registered "
+                                 f"{spec.sha256}")
+    return spec.sha256 or (user_sha256.lower() if user_sha256 else None)
+
+
+def fetch(name: str, sha256: str | None = None) -> Path:
+    """Local path of a registered weight file, downloading it into the cache if allowed. `sha256`: the hash the
+    user verified, for specs without a published one."""
     spec = MODELS[name]
+    expected = expected_sha256(spec, sha256)
     override = os.environ.get("AVER_MODELS_DIR")
     if override and (Path(override) / name / spec.file).exists():
-        return _checked(spec, Path(override) / name / spec.file)
+        return _checked(spec, Path(override) / name / spec.file, expected)
     if spec.package and (path := _from_package(spec)):
-        return _checked(spec, path)
+        return _checked(spec, path, expected)
     cached = cache_dir() / name / spec.file
     if cached.exists():
-        return _checked(spec, cached)
+        return _checked(spec, cached, expected)
     if spec.by_hand:
         reason = f"it is published on a page aver cannot download from; download it by hand from {spec.url}"
     elif spec.url and os.environ.get("AVER_OFFLINE") != "1":
         try:
-            _download(spec, cached)
+            _download(spec, cached, expected)
             return cached
         except OSError as e:
             reason = f"download from {spec.url} failed ({e})"

@@ -9,7 +9,7 @@ import pytest
 from conftest import shared_path
 from features.alignment import decode_image
 from features.faces import FacesExtractor
-from features.landmarks import GEOMETRY
+from features.landmarks import MEASURES
 from pipelines.extractor import full_schema
 from test_video_io import write_video
 
@@ -27,6 +27,7 @@ def sharing(extractor, **params):
     """Another configuration that reuses the loaded models."""
     ex = FacesExtractor(**params)
     ex.detector, ex.shapes = extractor.detector, extractor.shapes
+    ex.describer = extractor.describer if ex.params["identity"] else None
     return ex
 
 
@@ -81,7 +82,7 @@ def test_crema_flv_has_one_face_in_every_frame(extractor):
     assert_crops_are_png(row)
     assert len(row["landmarks68"]) == n * 136 and len(row["landmarks5"]) == n * 10
     stats = {k: v for k, v in row.items() if k.startswith("stat_")}
-    assert len(stats) == 4 * len(GEOMETRY) and all(np.isfinite(list(stats.values())))
+    assert len(stats) == 4 * len(MEASURES) and all(np.isfinite(list(stats.values())))
     assert 0.6 < row["stat_mouth_width_mean"] < 1.3 and abs(row["stat_head_roll_mean"]) < 10
 
 
@@ -203,7 +204,7 @@ def test_detect_every_k_interpolates_between_detections(extractor, every):
 
 def test_without_landmarks68_there_are_no_geometry_columns():
     names = FacesExtractor(landmarks68=False).schema().names
-    assert "landmarks68" not in names and not any(n.startswith("stat_") or n in GEOMETRY for n in names)
+    assert "landmarks68" not in names and not any(n.startswith("stat_") or n in MEASURES for n in names)
     assert "crops" in names and "face_fraction" in names
     with pytest.raises(ValueError):
         FacesExtractor(detect_every=0)

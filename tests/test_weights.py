@@ -113,3 +113,29 @@ def test_a_file_of_the_wrong_size_is_rejected(monkeypatch, tmp_path):
     monkeypatch.setenv("AVER_MODELS_DIR", str(tmp_path))
     with pytest.raises(WeightsUnavailable, match=f"does not match .*{spec.size} bytes"):
         fetch(spec.name)
+
+
+def test_unverified_weights_need_the_users_sha256(monkeypatch, tmp_path):
+    """No published sha256 (HSEmotion): refused without one from the user, then checked against it."""
+    spec = MODELS["hsemotion_enet_b0_8_best_vgaf"]
+    assert spec.sha256 is None and spec.url.endswith("enet_b0_8_best_vgaf.onnx")
+    model = tmp_path / spec.name / spec.file
+    model.parent.mkdir()
+    model.write_bytes(b"some onnx bytes")
+    monkeypatch.setenv("AVER_MODELS_DIR", str(tmp_path))
+    with pytest.raises(WeightsUnavailable, match="no published sha256"):
+        fetch(spec.name)
+    with pytest.raises(WeightsUnavailable, match="does not match"):
+        fetch(spec.name, sha256="0" * 64)
+    assert fetch(spec.name, sha256=sha256_of(model).upper()) == model
+
+
+def test_user_sha256_cannot_override_a_registered_one(monkeypatch):
+    monkeypatch.setenv("AVER_MODELS_DIR", str(shared_path("models")))
+    with pytest.raises(WeightsUnavailable, match="differs from the registered"):
+        fetch("retinaface_mnet025_biubug6", sha256="0" * 64)
+
+
+def test_dlib_face_recognition_model_ships_in_its_package():
+    path = fetch("dlib_face_recognition_v1")
+    assert sha256_of(path) == MODELS["dlib_face_recognition_v1"].sha256
