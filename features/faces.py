@@ -49,7 +49,8 @@ class FacesExtractor(BaseExtractor):
     version: ClassVar[str] = "2"      # 2: openness ratios and solvePnP head pose
     modality: ClassVar[str] = "video"
     # NaN marks frames without the main face (and landmark statistics of a clip where dlib found none)
-    nan_columns: ClassVar[tuple[str, ...]] = ("boxes", "scores", "landmarks5", "landmarks68", *GEOMETRY, "stat_*")
+    nan_columns: ClassVar[tuple[str, ...]] = ("boxes", "scores", "landmarks5", "landmarks68", *MEASURES, "stat_*",
+                                              "identity_spread")
     defaults: ClassVar[dict] = {
         "fps": 5.0, "model": "mnet025", "max_side": 640, "face_px": 160, "score_threshold": 0.5,
         "crop_size": 112, "crop_format": "png", "detect_every": 2, "device": "cpu", "landmarks68": True,
@@ -249,8 +250,8 @@ def _flat(values: np.ndarray) -> list[float]:
 
 def _identity_columns(track: Track) -> dict:
     """The track's mean descriptor, how many detections it averages and their mean distance to it."""
-    if not track.descriptors:
-        raise ClipError("no_identity", "dlib gave no face descriptor for the main face")
+    if not track.descriptors:     # the clip's other columns still hold: identity is missing, not garbage
+        return {"identity": None, "identity_faces": 0, "identity_spread": None}
     mean = track.identity
     return {"identity": mean.tolist(), "identity_faces": len(track.descriptors),
             "identity_spread": float(np.linalg.norm(np.stack(track.descriptors) - mean, axis=1).mean())}
