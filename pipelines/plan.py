@@ -61,11 +61,16 @@ def config_fingerprint(params: dict, feature_set: str, store: FeatureStore, corp
     extractor = build(fcfg["extractor"], dict(fcfg["params"]))
     augment = params.get("augment", {}) if set(fcfg["variants"]) - {"clean"} else {}
     upstream = {fs: (upstream_fps or {}).get(fs) or store.info(fs, corpus)["fingerprint"] for fs in extractor.requires}
-    fp = fingerprint(extractor.kind, extractor.version,
-                     {"params": fcfg["params"], "variants": sorted(fcfg["variants"]),
-                      "augment": augment, "upstream": upstream})
+    config = {"params": fcfg["params"], "variants": sorted(fcfg["variants"]), "augment": augment, "upstream": upstream}
+    # An extractor whose weights are not pinned by its params alone (a Hub model, a local model folder) says which
+    # files it uses: they join the fingerprint, so new weights under the same name re-extract, and the metadata.
+    provenance = extractor.provenance() if hasattr(extractor, "provenance") else None
+    if provenance is not None:
+        config["provenance"] = provenance
+    fp = fingerprint(extractor.kind, extractor.version, config)
     meta = {"kind": extractor.kind, "version": extractor.version, "params": fcfg["params"],
-            "variants": fcfg["variants"], "augment": augment, "upstream": upstream, "fingerprint": fp}
+            "variants": fcfg["variants"], "augment": augment, "upstream": upstream, "fingerprint": fp,
+            **({"provenance": provenance} if provenance is not None else {})}
     return extractor, fp, meta
 
 

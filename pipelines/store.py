@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.extractor import REGISTRY, extractor_class, variant_modality
+from pipelines.extractor import modality_of, variant_modality
 from pipelines.manifest import LEDGER_SCHEMA, now, read_manifest, to_table, write_atomic
 
 KEY = ["clip_id", "variant"]
@@ -199,7 +199,7 @@ class FeatureStore:
                 if feats.empty:
                     continue
                 kind = self.info(fs, corpus)["kind"]
-                modality = extractor_class(kind).modality if kind in REGISTRY else None   # None: unknown origin
+                modality = modality_of(kind)   # None: unknown origin
                 feats = _with_clean_fallback(feats.drop(columns="content_hash", errors="ignore"), variants, modality)
                 feats = feats.rename(columns={c: f"{fs}.{c}" for c in feats.columns if c not in KEY})
                 base = base.merge(feats, on=KEY, how="left")
