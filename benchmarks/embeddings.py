@@ -117,7 +117,7 @@ def main() -> None:
     print(f"\nEmbeddings per second, device {args.device}, {args.threads} torch threads, torch {torch.__version__}\n")
     print("| embedder | what is timed | embeddings/s |\n|---|---|---|")
     for name, what, rate, unit in rows:
-        print(f"| {name} | {what} | {rate:,.0f} {unit} |")
+        print(f"| {name} | {what} | {rate:,.0f} {unit} |" if rate >= 100 else f"| {name} | {what} | {rate:.2f} {unit} |")
 
 
 BENCHES = {"efficientat": audio_rows, "fer": face_rows, "ssl": ssl_rows}

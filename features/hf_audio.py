@@ -107,8 +107,8 @@ class SpeechEncoder:
         return self.family != "data2vec-audio" and self.config.feat_extract_norm == "layer"
 
     def frames(self, n: int) -> int:
-        if self.family == "whisper":
-            return math.ceil((n // int(self.processor.hop_length) + 1) / 2)
+        if self.family == "whisper":      # a 30 s input has one mel frame more than the encoder has positions
+            return min(math.ceil((n // int(self.processor.hop_length) + 1) / 2), self.config.max_source_positions)
         return int(self.model._get_feat_extract_output_lengths(torch.tensor(n)))
 
     def times(self, n: int) -> np.ndarray:

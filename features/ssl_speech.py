@@ -27,6 +27,7 @@ from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from features.audio_io import load_audio
 from features.hf_audio import DTYPES, SpeechEncoder, model_folder, provenance
@@ -108,7 +109,6 @@ class SslSpeech(BaseExtractor):
     # ---- extraction ---------------------------------------------------------------------------------------------
     def setup(self) -> None:
         device = str(self.params["device"])
-        import torch
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"{self.kind}: device {device!r} requested but CUDA is not available")
         self.encoder = SpeechEncoder(self.folder, device, self.params["dtype"])
@@ -165,7 +165,8 @@ class SslSpeech(BaseExtractor):
         batch: list[int] = []
         for i in order + [None]:
             full = len(batch) == int(self.params["max_batch"])
-            mixed = i is not None and batch and not self.encoder.pads_safely and len(segments[i]) != len(segments[batch[0]])
+            mixed = (i is not None and batch and not self.encoder.pads_safely
+                     and len(segments[i]) != len(segments[batch[0]]))
             if batch and (i is None or full or mixed):
                 for j, h in zip(batch, self.encoder.hidden_states([segments[j] for j in batch])):
                     out[j] = h[self.layers]

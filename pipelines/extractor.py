@@ -7,7 +7,12 @@ then `process(items)` on batches of work items. A work item is a manifest row (d
   - `peers`: absolute paths of a few other clips of the same corpus (babble noise source),
   - `inputs`: {feature_set: row} for the upstream feature sets the extractor `requires`.
 `process` returns a `Result`: feature rows (dicts matching `schema()` plus the key columns) and ledger rows for
-items that failed. One bad item never fails the batch.
+items that failed. One bad item never fails the batch. An extractor whose numbers depend on files its params do not
+pin (model weights) may also define `provenance() -> dict` (JSON-able): the planner puts it in the store's metadata
+and the config fingerprint.
+
+Extractor kinds are found through the `aver.extractors` entry points (aver's own are declared in pyproject.toml), so
+another installed package can add one: docs/writing_an_extractor.md.
 """
 from __future__ import annotations
 

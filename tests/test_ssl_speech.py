@@ -116,6 +116,13 @@ def test_long_audio_is_chunked_on_one_time_axis(models, clips, family):
         np.testing.assert_allclose(chunked["l00_frames"], whole["l00_frames"], atol=1e-4)
 
 
+def test_whisper_segments_are_at_most_30_s(models, tmp_path):
+    path = tmp_path / "long.wav"
+    sf.write(path, (0.1 * np.sin(np.arange(31 * SR) / 7)).astype(np.float32), SR)
+    row, = rows(models["whisper"], [path], frames=True, chunk_s=60.0, overlap_s=4.0)
+    assert row["n_frames"] == 31 / 0.02 + 1 and np.allclose(np.diff(row["frame_times"]), 0.02, atol=1e-5)
+
+
 def test_deterministic_and_too_short_is_ledgered(models, clips, tmp_path):
     first = rows(models["wavlm"], [clips[1.1]])
     assert first == rows(models["wavlm"], [clips[1.1]])
