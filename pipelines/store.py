@@ -179,6 +179,7 @@ class FeatureStore:
                 "failed": sum(pq.read_metadata(s.path).num_rows for s in shards if s.kind == "ledger"),
                 "kind": meta.get("kind"), "version": meta.get("version"),
                 "fingerprint": meta.get("fingerprint"), "params": meta.get("params"),
+                "provenance": meta.get("provenance"),
                 "columns": pq.read_schema(parts[0].path).names if parts else []}
 
     def load(self, feature_sets: list[str], corpora: list[str], variants: tuple[str, ...] = ("clean",),

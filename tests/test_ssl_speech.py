@@ -156,6 +156,9 @@ def test_pickled_weights_are_refused(models, tmp_path):
 def test_store_records_provenance_and_new_weights_re_extract(models, clips, tmp_path):
     from pipelines.ingest import ingest
     from pipelines.plan import run_extraction
+    from pipelines.predict import PredictError, SavedModel, feature_plan
+    from pipelines.store import FeatureStore
+    from training.run import _feature_configs
     folder = tiny_model(tmp_path / "model", "hubert")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -173,6 +176,16 @@ def test_store_records_provenance_and_new_weights_re_extract(models, clips, tmp_
     sha = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     assert meta["provenance"]["files"]["model.safetensors"] == sha and meta["provenance"]["model"] == str(folder)
     assert first.extracted == 2 and run_extraction(params, "ssl", "c", progress=False).extracted == 0
+    # a model trained on these rows records the weights; `aver predict` refuses features made with other weights
+    store = FeatureStore(params["paths"]["store"], params["paths"]["manifests"])
+    modalities = {"audio": {"ssl": ["l02_mean"]}}
+    configs = _feature_configs(store, {"corpora": ["c"], "modalities": modalities, "models": {}})
+    assert configs["ssl"]["provenance"] == meta["provenance"]
+    saved = SavedModel("m", tmp_path, {"model_modalities": ["audio"], "modalities": modalities, "params": {},
+                                       "feature_configs": configs}, None)
+    assert set(feature_plan(saved, params, ("audio",))) == {"ssl"}
     tiny_model(folder, "hubert", seed=1)                        # other weights under the same folder name
+    with pytest.raises(PredictError, match="provenance"):
+        feature_plan(saved, params, ("audio",))
     again = run_extraction(params, "ssl", "c", progress=False)
     assert again.fingerprint != first.fingerprint and again.extracted == 2
