@@ -168,7 +168,8 @@ def extractor_class(kind: str) -> type:
     point is loaded, so a broken third-party package never stops the others."""
     eps = registered().get(kind)
     if not eps:
-        hint = "" if registered() else " (no extractor is registered at all: install aver, e.g. `pip install -e .`)"
+        hint = "" if registered() else (" (no extractor is registered at all: aver's package metadata predates its "
+                                        "`aver.extractors` entry points; reinstall it: `pip install --no-deps -e .`)")
         raise ExtractorUnavailable(f"unknown extractor {kind!r}; known: {sorted(registered())}{hint}")
     if len(eps) > 1:
         raise ExtractorUnavailable(f"extractor {kind!r} is registered by several packages: "
