@@ -1,12 +1,15 @@
-"""Throughput of the pretrained CNN embedders on real data; prints a markdown table.
+"""Throughput of the pretrained embedders on real data; prints a markdown table.
 
-    python benchmarks/embeddings.py [--threads 2] [--device cpu] [--clips 24] [--faces 2048]
+    python benchmarks/embeddings.py [--threads 2] [--device cpu] [--clips 24] [--faces 2048] [--only ssl]
 
 EfficientAT: EmoDB wavs (2.0 s, 22.05 kHz) through the `audioset_embedding` extractor (decode, resampy, mel, one
 whole-clip pass + the 1 s windows), then the network alone on batches of 1 s mel windows. mini-Xception: the
 fixture face crops repeated, through the `fer_embedding` extractor (112x112 PNG decode, gray, resize, network) in
-clips of 100 frames, then the network alone on batches of preprocessed 64x64 crops. Each figure is the best of
-several timed runs after a warm-up.
+clips of 100 frames, then the network alone on batches of preprocessed 64x64 crops. ssl_speech: the same EmoDB
+wavs through the extractor (all layers, mean pooling) with two randomly initialised encoders of real sizes, built
+from a config (no download; speed does not depend on the weights): wav2vec2-base / WavLM-base shape (12 layers of
+768, 95 M parameters) alone and in batches of 8, and the Whisper-tiny encoder (4 layers of 384; every segment
+padded to 30 s). Each figure is the best of several timed runs after a warm-up.
 """
 from __future__ import annotations
 
@@ -73,6 +76,33 @@ def face_rows(args) -> list[tuple]:
             ("mini-Xception FER", f"network only, batch {args.batch} x 64x64", len(x) / net, "faces/s")]
 
 
+def ssl_rows(args) -> list[tuple]:
+    import tempfile
+    import transformers as tf
+    wavs = sorted((SHARED / "data" / "emodb" / "wav").glob("*.wav"))[:args.clips]
+    items = [{"clip_id": f"emodb/{p.stem}", "corpus": "emodb", "path": p.name, "variant": "clean",
+              "content_hash": "", "abspath": str(p)} for p in wavs]
+    encoders = {
+        "wav2vec2-base shape (random)": (tf.Wav2Vec2Config(), tf.Wav2Vec2FeatureExtractor(), [1, 8]),
+        "Whisper-tiny encoder (random)": (tf.WhisperConfig(d_model=384, encoder_layers=4, encoder_attention_heads=6,
+                                                           encoder_ffn_dim=1536, decoder_layers=1),
+                                          tf.WhisperFeatureExtractor(), [1]),
+    }
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (config, processor, batches) in encoders.items():
+            torch.manual_seed(0)
+            tf.AutoModel.from_config(config).save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+            for max_batch in batches:
+                ex = build("ssl_speech", {"model": tmp, "device": args.device, "max_batch": max_batch})
+                ex.setup()
+                seconds = timed(lambda: ex.process(items), repeat=2)
+                rows.append((f"ssl_speech {name}", f"extractor, {len(items)} EmoDB clips of 2 s, max_batch "
+                             f"{max_batch}", len(items) * 2.0 / seconds, "s of audio/s"))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -80,13 +110,18 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=24, help="EmoDB clips for the EfficientAT extractor")
     parser.add_argument("--faces", type=int, default=2000, help="face crops for the mini-Xception extractor")
     parser.add_argument("--batch", type=int, default=64, help="batch size of the network-only rows")
+    parser.add_argument("--only", nargs="+", choices=sorted(BENCHES), default=sorted(BENCHES))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = audio_rows(args) + face_rows(args)
+    rows = [row for name in args.only for row in BENCHES[name](args)]
     print(f"\nEmbeddings per second, device {args.device}, {args.threads} torch threads, torch {torch.__version__}\n")
     print("| embedder | what is timed | embeddings/s |\n|---|---|---|")
     for name, what, rate, unit in rows:
-        print(f"| {name} | {what} | {rate:,.0f} {unit} |")
+        figure = f"{rate:,.0f}" if rate >= 100 else f"{rate:.2f}"      # ssl_speech on CPU: about 1 s of audio/s
+        print(f"| {name} | {what} | {figure} {unit} |")
+
+
+BENCHES = {"efficientat": audio_rows, "fer": face_rows, "ssl": ssl_rows}
 
 
 if __name__ == "__main__":

@@ -7,12 +7,18 @@ then `process(items)` on batches of work items. A work item is a manifest row (d
   - `peers`: absolute paths of a few other clips of the same corpus (babble noise source),
   - `inputs`: {feature_set: row} for the upstream feature sets the extractor `requires`.
 `process` returns a `Result`: feature rows (dicts matching `schema()` plus the key columns) and ledger rows for
-items that failed. One bad item never fails the batch.
+items that failed. One bad item never fails the batch. An extractor whose numbers depend on files its params do not
+pin (model weights) may also define `provenance() -> dict` (JSON-able): the planner puts it in the store's metadata
+and the config fingerprint.
+
+Extractor kinds are found through the `aver.extractors` entry points (aver's own are declared in pyproject.toml), so
+another installed package can add one: docs/writing_an_extractor.md.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
-import importlib
+import importlib.metadata
 import json
 import re
 import traceback
@@ -136,18 +142,60 @@ def fingerprint(kind: str, version: str, params: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-# kind -> "module:Class". One line per extractor file in features/.
-REGISTRY: dict[str, str] = {
-    "fer_embedding": "features.fer_embedding:FerEmbedding",
-    "audioset_embedding": "features.audioset_embedding:AudioSetEmbedding",
-    "opensmile": "features.opensmile_features:OpenSmileExtractor",
-    "logmel": "features.logmel:LogMelExtractor",
-    "spectral": "features.spectral:SpectralExtractor",
-    "face_emotion_embedding": "features.face_emotion_embedding:FaceEmotionEmbedding",
-    "speech_emotion_embedding": "features.speech_emotion_embedding:SpeechEmotionEmbedding",
-    "faces": "features.faces:FacesExtractor",
-    "face_affect": "features.face_affect:FaceAffect",
-}
+ENTRY_POINT_GROUP = "aver.extractors"
+
+
+class ExtractorUnavailable(UnknownName):
+    """An extractor kind that no installed package provides, that two provide, or whose package fails to load."""
+
+
+@functools.cache
+def registered() -> dict[str, list[importlib.metadata.EntryPoint]]:
+    """kind -> the entry points of the `aver.extractors` group that name it (aver's own extractors register there
+    too, in pyproject.toml). Read from the installed packages' metadata once per process."""
+    found: dict[str, list[importlib.metadata.EntryPoint]] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if all(ep.value != seen.value for seen in found.get(ep.name, [])):   # the same package seen twice on sys.path
+            found.setdefault(ep.name, []).append(ep)
+    return found
+
+
+def _package(ep: importlib.metadata.EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "an unknown package"
+
+
+def extractor_class(kind: str) -> type:
+    """The class of an extractor kind, found through the `aver.extractors` entry points. Only this kind's entry
+    point is loaded, so a broken third-party package never stops the others."""
+    eps = registered().get(kind)
+    if not eps:
+        hint = "" if registered() else (" (no extractor is registered at all: aver's package metadata predates its "
+                                        "`aver.extractors` entry points; reinstall it: `pip install --no-deps -e .`)")
+        raise ExtractorUnavailable(f"unknown extractor {kind!r}; known: {sorted(registered())}{hint}")
+    if len(eps) > 1:
+        raise ExtractorUnavailable(f"extractor {kind!r} is registered by several packages: "
+                                   + ", ".join(f"{_package(ep)} ({ep.value})" for ep in eps)
+                                   + "; uninstall one of them")
+    ep = eps[0]
+    try:
+        cls = ep.load()
+    except Exception as e:  # noqa: BLE001 - any import-time failure of that package, reported as such
+        raise ExtractorUnavailable(f"extractor {kind!r} of package {_package(ep)} cannot be loaded from "
+                                   f"{ep.value}: {type(e).__name__}: {e}") from e
+    missing = [a for a in ("modality", "requires", "version", "schema", "setup", "process") if not hasattr(cls, a)]
+    if getattr(cls, "kind", None) != kind or missing:
+        raise ExtractorUnavailable(f"extractor {kind!r} of package {_package(ep)} ({ep.value}) does not implement "
+                                   f"the protocol of pipelines/extractor.py: kind={getattr(cls, 'kind', None)!r}, "
+                                   f"missing {missing}")
+    return cls
+
+
+def modality_of(kind: str) -> str | None:
+    """The modality of an extractor kind; None when no installed package provides it (a store made elsewhere)."""
+    try:
+        return extractor_class(kind).modality
+    except ExtractorUnavailable:
+        return None
 
 
 def limit_threads(resources: Resources) -> None:
@@ -158,13 +206,6 @@ def limit_threads(resources: Resources) -> None:
     threads = max(1, int(resources.num_cpus))
     torch.set_num_threads(threads)
     threadpool_limits(threads)
-
-
-def extractor_class(kind: str) -> type:
-    if kind not in REGISTRY:
-        raise UnknownName(f"unknown extractor {kind!r}; known: {sorted(REGISTRY)}")
-    module, cls = REGISTRY[kind].split(":")
-    return getattr(importlib.import_module(module), cls)
 
 
 def build(kind: str, params: dict | None = None) -> Extractor:

@@ -20,8 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from features.audio_io import MIN_DURATION_S
 from pipelines.config import feature_config, paths
 from pipelines.engines import get_engine
-from pipelines.extractor import (REGISTRY, Extractor, Result, build, extractor_class, fingerprint, full_schema, key_of,
-                                 variant_modality)
+from pipelines.extractor import (Extractor, Result, build, extractor_class, fingerprint, full_schema, key_of,
+                                 modality_of, variant_modality)
 from pipelines.group import Member
 from pipelines.manifest import LEDGER_SCHEMA, ledger_row, read_corpus_root, read_manifest
 from pipelines.store import FeatureStore
@@ -87,11 +87,17 @@ def config_fingerprint(params: dict, feature_set: str, store: FeatureStore, corp
     if extractor.requires and any(variant_modality(v) == extractor.modality for v in fcfg["variants"]):
         rules["upstream_fallback"] = FALLBACK_VERSION
     plan = {"plan": rules} if rules else {}
-    fp = fingerprint(extractor.kind, extractor.version,
-                     {"params": fcfg["params"], "variants": sorted(fcfg["variants"]),
-                      "augment": augment, "upstream": upstream, **plan})
+    config = {"params": fcfg["params"], "variants": sorted(fcfg["variants"]), "augment": augment, "upstream": upstream,
+              **plan}
+    # An extractor whose weights are not pinned by its params alone (a Hub model, a local model folder) says which
+    # files it uses: they join the fingerprint, so new weights under the same name re-extract, and the metadata.
+    provenance = extractor.provenance() if hasattr(extractor, "provenance") else None
+    if provenance is not None:
+        config["provenance"] = provenance
+    fp = fingerprint(extractor.kind, extractor.version, config)
     meta = {"kind": extractor.kind, "version": extractor.version, "params": fcfg["params"],
-            "variants": fcfg["variants"], "augment": augment, "upstream": upstream, **plan, "fingerprint": fp}
+            "variants": fcfg["variants"], "augment": augment, "upstream": upstream, **plan, "fingerprint": fp,
+            **({"provenance": provenance} if provenance is not None else {})}
     return extractor, fp, meta
 
 
@@ -139,7 +145,7 @@ class _StoredRows:
             self.tables[feature_set] = {(r["clip_id"], r["variant"]): r
                                         for r in self.store.read(feature_set, self.corpus).to_pylist()}
             kind = self.store.info(feature_set, self.corpus)["kind"]
-            self.modalities[feature_set] = extractor_class(kind).modality if kind in REGISTRY else None
+            self.modalities[feature_set] = modality_of(kind)
         rows, variant = self.tables[feature_set], item["variant"]
         row = rows.get((item["clip_id"], variant))
         if row is None and variant_modality(variant) not in (None, self.modalities[feature_set]):

@@ -114,8 +114,10 @@ def feature_plan(saved: SavedModel, params: dict, available: tuple[str, ...]) ->
         extractor = build(fcfg["extractor"], dict(fcfg["params"]))
         if extractor.modality not in used:
             return
-        _check_same_features(saved, feature_set, {"kind": extractor.kind, "version": extractor.version,
-                                                  "params": fcfg["params"]})
+        now = {"kind": extractor.kind, "version": extractor.version, "params": fcfg["params"]}
+        if hasattr(extractor, "provenance"):          # the weights behind the features (pipelines/plan.py)
+            now["provenance"] = extractor.provenance()
+        _check_same_features(saved, feature_set, now)
         for upstream in extractor.requires:
             add(upstream, f"feature set {feature_set!r}")
         plan[feature_set] = extractor
@@ -134,7 +136,7 @@ def _check_same_features(saved: SavedModel, feature_set: str, now: dict) -> None
     then = (saved.info.get("feature_configs") or {}).get(feature_set)
     if then is None or json.dumps(then, sort_keys=True, default=str) == json.dumps(now, sort_keys=True, default=str):
         return
-    changed = [k for k in ("kind", "version", "params") if then.get(k) != now.get(k)]
+    changed = [k for k in ("kind", "version", "params", "provenance") if then.get(k) != now.get(k)]
     raise PredictError(f"model {saved.name!r} was trained on feature set {feature_set!r} made with "
                        f"{ {k: then.get(k) for k in changed} }, but params.yaml (and the code) now make it with "
                        f"{ {k: now.get(k) for k in changed} }: restore those params or re-train (`dvc repro`)")

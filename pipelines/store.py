@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.extractor import REGISTRY, extractor_class, variant_modality
+from pipelines.extractor import extractor_class, modality_of, variant_modality
 from pipelines.manifest import LEDGER_SCHEMA, now, read_manifest, to_table, write_atomic
 from pipelines.rowcheck import garbage_rows
 
@@ -180,6 +180,7 @@ class FeatureStore:
                 "failed": sum(pq.read_metadata(s.path).num_rows for s in shards if s.kind == "ledger"),
                 "kind": meta.get("kind"), "version": meta.get("version"),
                 "fingerprint": meta.get("fingerprint"), "params": meta.get("params"),
+                "provenance": meta.get("provenance"),
                 "columns": pq.read_schema(parts[0].path).names if parts else []}
 
     def load(self, feature_sets: list[str], corpora: list[str], variants: tuple[str, ...] = ("clean",),
@@ -200,7 +201,7 @@ class FeatureStore:
                 if feats.empty:
                     continue
                 kind = self.info(fs, corpus)["kind"]
-                modality = extractor_class(kind).modality if kind in REGISTRY else None   # None: unknown origin
+                modality = modality_of(kind)   # None: unknown origin
                 feats = _with_clean_fallback(feats.drop(columns="content_hash", errors="ignore"), variants, modality)
                 feats = feats.rename(columns={c: f"{fs}.{c}" for c in feats.columns if c not in KEY})
                 base = base.merge(feats, on=KEY, how="left")
@@ -229,7 +230,7 @@ class FeatureStore:
             if s.kind == "part":
                 rep.rows += t.num_rows
                 kind = s.meta.get("kind")
-                nan_columns = getattr(extractor_class(kind), "nan_columns", ()) if kind in REGISTRY else ()
+                nan_columns = getattr(extractor_class(kind), "nan_columns", ()) if modality_of(kind) else ()
                 rep.problems += [f"{s.path.name}: {p}" for p in garbage_rows(pq.read_table(s.path), nan_columns)]
             else:
                 rep.failed += t.num_rows

@@ -228,12 +228,17 @@ def _write_outputs(out_dir: Path, run: dict, details, predictions, reg_rows, led
     write_atomic(to_table(ledger, LEDGER_SCHEMA), out_dir / "ledger.parquet")
 
 
+def _provenance(info: dict) -> dict:
+    """The weights behind a feature set's rows, when its extractor records them (ssl_speech)."""
+    return {"provenance": info["provenance"]} if info.get("provenance") else {}
+
+
 def _feature_configs(store, cfg: dict) -> dict:
-    """Feature set -> the extractor configuration its stored rows were made with (kind, version, params), so that
-    `aver predict` can refuse to feed a model features made differently."""
+    """Feature set -> the extractor configuration its stored rows were made with (kind, version, params, and the
+    weights' provenance when recorded), so that `aver predict` can refuse to feed a model features made differently."""
     out = {}
     for fs in sorted(needed_feature_sets(cfg)):
-        configs = [{k: info[k] for k in ("kind", "version", "params")}
+        configs = [{k: info[k] for k in ("kind", "version", "params")} | _provenance(info)
                    for info in (store.info(fs, c) for c in cfg["corpora"]) if info.get("kind")]
         if configs and all(c == configs[0] for c in configs):     # corpora made differently: nothing to check
             out[fs] = configs[0]
