@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,15 +16,17 @@ from dataclasses import dataclass
 import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from pipelines.code_identity import code_identity
 from pipelines.config import feature_config, paths
 from pipelines.engines import get_engine
-from pipelines.extractor import Extractor, Result, build, extractor_class, fingerprint, full_schema, key_of
+from pipelines.extractor import (RETRIED_REASONS, RETRYABLE, Extractor, Result, build, extractor_class, failure,
+                                 fingerprint, full_schema, key_of)
 from pipelines.group import Member
 from pipelines.manifest import LEDGER_SCHEMA, ledger_row, read_corpus_root, read_manifest
 from pipelines.store import FeatureStore
 
 N_PEERS = 3
-RETRIED_REASONS = ("missing_input:",)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,6 +39,7 @@ class ExtractSummary:
     already_done: int = 0
     extracted: int = 0
     failed: int = 0
+    retryable: int = 0      # items that failed for a reason not their own (worker lost, I/O, ...): retried next run
     removed: int = 0
     seconds: float = 0.0
 
@@ -53,6 +57,14 @@ def _peers(rows: list[dict], root, clip_id: str) -> list[str]:
     return [str(root / others[(start + k * 7) % len(others)]["path"]) for k in range(min(N_PEERS, len(others)))]
 
 
+NOT_COMPUTING = ("resources", "device", "max_batch", "batch_size")    # where a row is computed, and how batched
+
+
+def _computing(params: dict) -> dict:
+    """The params that change what is computed (the fingerprint's share of the params)."""
+    return {k: v for k, v in params.items() if k not in NOT_COMPUTING}
+
+
 def config_fingerprint(params: dict, feature_set: str, store: FeatureStore, corpus: str,
                        upstream_fps: dict[str, str] | None = None) -> tuple[Extractor, str, dict]:
     """The feature set's extractor, fingerprint and part metadata. An upstream set's fingerprint comes from
@@ -61,11 +73,12 @@ def config_fingerprint(params: dict, feature_set: str, store: FeatureStore, corp
     extractor = build(fcfg["extractor"], dict(fcfg["params"]))
     augment = params.get("augment", {}) if set(fcfg["variants"]) - {"clean"} else {}
     upstream = {fs: (upstream_fps or {}).get(fs) or store.info(fs, corpus)["fingerprint"] for fs in extractor.requires}
+    code = code_identity(type(extractor).__module__)
     fp = fingerprint(extractor.kind, extractor.version,
-                     {"params": fcfg["params"], "variants": sorted(fcfg["variants"]),
-                      "augment": augment, "upstream": upstream})
+                     {"params": _computing(fcfg["params"]), "variants": sorted(fcfg["variants"]),
+                      "augment": augment, "upstream": upstream, "code": code})
     meta = {"kind": extractor.kind, "version": extractor.version, "params": fcfg["params"],
-            "variants": fcfg["variants"], "augment": augment, "upstream": upstream, "fingerprint": fp}
+            "variants": fcfg["variants"], "augment": augment, "upstream": upstream, "code": code, "fingerprint": fp}
     return extractor, fp, meta
 
 
@@ -146,9 +159,9 @@ class StoreSink:
 
     def __call__(self, result: Result) -> None:
         self.rows += result.rows
-        self.failures += result.failures
+        self.failures += result.failures + result.errors
         if self.progress is not None:
-            self.progress.advance(self.task, len(result.rows) + len(result.failures))
+            self.progress.advance(self.task, len(result.rows) + len(result.failures) + len(result.errors))
         if len(self.rows) + len(self.failures) >= self.chunk_size:
             self.flush()
 
@@ -272,8 +285,24 @@ def _run_pass(params: dict, jobs: list[_Job], units: list[dict], store: FeatureS
                                         progress=bar, task=bar.add_task(job.feature_set, total=len(job.todo)))
              for job in jobs}
     sink = GroupSink(sinks)
-    get_engine(engine).run([job.member for job in jobs], units, sink, options)
+    crash = ""
+    try:
+        get_engine(engine).run([job.member for job in jobs], units, sink, options)
+    except Exception as e:  # noqa: BLE001 - the engine itself failed (cluster lost): keep what came back
+        log.exception("the %s engine failed; the items it did not finish are recorded as retryable", engine)
+        crash = f": the {engine} engine failed ({type(e).__name__}: {e})"
     sink.flush()
+    _record_lost(jobs, units, store, corpus, crash)
+
+
+def _record_lost(jobs: list[_Job], units: list[dict], store: FeatureStore, corpus: str, crash: str) -> None:
+    """Units the engine never returned (a worker or node lost for good) become retryable ledger rows."""
+    for job in jobs:
+        present = store.done_keys(job.feature_set, corpus, job.meta["fingerprint"], include_retried=True)
+        lost = [failure(u, job.extractor.kind, f"{RETRYABLE}lost", f"no result came back for this item{crash}")
+                for u in units if job.feature_set in u["feature_sets"]
+                and (u["clip_id"], u["variant"]) not in present]
+        store.write_ledger(job.feature_set, corpus, lost, job.meta)
 
 
 def run_extractions(params: dict, feature_sets: list[str], corpus: str, engine: str | None = None,
@@ -309,8 +338,11 @@ def run_extractions(params: dict, feature_sets: list[str], corpus: str, engine: 
             _run_pass(params, later, second, store, corpus, engine, options, bar)
     for job in jobs:
         after = store.info(job.feature_set, corpus)
+        fp = job.meta["fingerprint"]
+        job.summary.retryable = (len(store.done_keys(job.feature_set, corpus, fp, include_retried=True))
+                                 - len(store.done_keys(job.feature_set, corpus, fp)))
         job.summary.extracted = after["rows"] - job.before["rows"]
-        job.summary.failed += after["failed"] - job.before["failed"]
+        job.summary.failed += after["failed"] - job.before["failed"] - job.summary.retryable
         job.summary.seconds = time.perf_counter() - t0
     return [job.summary for job in jobs]
 

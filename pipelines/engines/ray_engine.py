@@ -5,6 +5,9 @@ Local by default (`ray.init()` on this machine); `options["address"]` or `RAY_AD
 (`ray start --head` on one node, `ray start --address=HEAD:6379` on the others, aver installed on every node).
 Actor resources (`num_cpus`, `num_gpus`) are the largest any member extractor's `resources` params ask for.
 Work items and results travel pickled so rows come back bit-identical to the other engines.
+Failures: an extractor's unexpected exceptions are retried inside the actor (pipelines/engines/retry.py); an actor
+that dies (OOM kill, lost node) is restarted and its task resubmitted at most `retry.attempts - 1` times; a batch
+that still fails is skipped (`max_errored_blocks`) and the planner records its items as retryable.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from pipelines.engines.retry import RetryPolicy, process_with_retries
 from pipelines.extractor import Result, limit_threads
 from pipelines.group import ExtractorGroup, Member
 
@@ -21,13 +25,13 @@ from pipelines.group import ExtractorGroup, Member
 class RayExtractor:
     """One per actor: builds and sets the extractor group up once, then processes batches of units."""
 
-    def __init__(self, members: list[Member]):
-        self.group = ExtractorGroup(members)
+    def __init__(self, members: list[Member], policy: RetryPolicy):
+        self.group, self.policy = ExtractorGroup(members), policy
         limit_threads(self.group.resources)
         self.group.setup()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = self.group.process([pickle.loads(b) for b in batch["unit"]])
+        results = process_with_retries(self.group, [pickle.loads(b) for b in batch["unit"]], self.policy)
         return {"result": np.array([pickle.dumps(results)], dtype=object)}
 
 
@@ -44,14 +48,18 @@ def _init(options: dict) -> None:
 def run(members: list[Member], units: list[dict], sink: Callable[[dict[str, Result]], None], options: dict) -> None:
     import ray
     _init(options)
-    ray.data.DataContext.get_current().enable_progress_bars = bool(options.get("verbose"))
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = bool(options.get("verbose"))
+    context.max_errored_blocks = -1         # a batch lost for good must not stop the others: retried next run
     resources = ExtractorGroup(members).resources
+    policy = RetryPolicy.of(options)
     ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units],
                              override_num_blocks=max(1, min(len(units), 4 * options.get("workers", 2))))
-    ds = ds.map_batches(RayExtractor, fn_constructor_kwargs={"members": members},
+    ds = ds.map_batches(RayExtractor, fn_constructor_kwargs={"members": members, "policy": policy},
                         batch_size=resources.batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=options.get("workers", 2)),
-                        num_cpus=resources.num_cpus, num_gpus=resources.num_gpus)
+                        num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
+                        max_restarts=-1, max_task_retries=policy.attempts - 1)
     for batch in ds.iter_batches(batch_size=1, batch_format="numpy"):
         for blob in batch["result"]:
             sink(pickle.loads(blob))

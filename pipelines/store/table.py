@@ -1,9 +1,10 @@
-"""The Parquet feature store.
+"""The store's files: layout, atomic writes, which files are live, incremental bookkeeping and checks.
 
 Layout: `<root>/<feature_set>/<corpus>/part-<id>.parquet` (feature rows) and `ledger-<id>.parquet` (failed
 items). Every file is written atomically (temporary name + rename), so a killed run leaves only complete files;
 the next run plans the keys not yet present in any file and every row ends up exactly once.
-Each file's schema metadata records the extractor kind, version, params, config fingerprint and creation time.
+Each file's schema metadata (`aver`) records the extractor kind, version, params, fingerprint and creation time;
+a file made by compaction also lists the files it `replaces`: those are no longer live (see compaction.py).
 """
 from __future__ import annotations
 
@@ -13,16 +14,15 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.extractor import REGISTRY, extractor_class, variant_modality
-from pipelines.manifest import LEDGER_SCHEMA, now, read_manifest, to_table, write_atomic
+from pipelines.extractor import RETRIED_REASONS
+from pipelines.manifest import LEDGER_SCHEMA, now, to_table, write_atomic
+from pipelines.store import reader
 
 KEY = ["clip_id", "variant"]
-LABEL_COLUMNS = ["clip_id", "corpus", "speaker", "emotion", "emotion_orig", "split",
-                 "valence", "arousal", "dominance", "has_audio", "has_video", "duration"]
+KEY_COLUMNS = ["clip_id", "variant", "content_hash"]
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Shard:
     path: Path
     kind: str      # "part" or "ledger"
     meta: dict
+    schema: pa.Schema
 
     @property
     def fingerprint(self) -> str:
@@ -42,6 +43,7 @@ class VerifyReport:
     corpus: str
     rows: int = 0
     failed: int = 0
+    stale: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -49,23 +51,18 @@ class VerifyReport:
         return not self.problems
 
 
-def _with_clean_fallback(feats: pd.DataFrame, variants: tuple[str, ...], modality: str | None) -> pd.DataFrame:
-    """Rows of the requested variants. A variant perturbing another modality (noisy audio, for a face feature set)
-    is represented by the clean row; a variant of this feature set's own modality that was not extracted stays
-    missing, so robustness results never silently reuse clean features."""
-    have = set(zip(feats["clip_id"], feats["variant"]))
-    clean = feats[feats["variant"] == "clean"]
-    filled = [feats[feats["variant"].isin(variants)]]
-    for v in variants:
-        if v != "clean" and variant_modality(v) != modality:
-            lacking = [(c, v) not in have for c in clean["clip_id"]]
-            filled.append(clean[lacking].assign(variant=v))
-    return pd.concat(filled, ignore_index=True)
+def _shard(path: Path) -> Shard | None:
+    try:
+        schema = pq.read_schema(path)
+    except FileNotFoundError:       # retired by a compaction since the listing
+        return None
+    meta = json.loads((schema.metadata or {}).get(b"aver", b"{}"))
+    return Shard(path, path.name.split("-", 1)[0], meta, schema.remove_metadata())
 
 
-def _meta_of(path: Path) -> dict:
-    raw = pq.read_schema(path).metadata or {}
-    return json.loads(raw.get(b"aver", b"{}"))
+def _keys(path: Path, with_reason: bool = False):
+    t = pq.read_table(path, columns=KEY_COLUMNS + (["reason"] if with_reason else []))
+    return zip(*(t.column(n).to_pylist() for n in t.column_names))
 
 
 class FeatureStore:
@@ -77,12 +74,15 @@ class FeatureStore:
     def dir(self, feature_set: str, corpus: str) -> Path:
         return self.root / feature_set / corpus
 
-    def shards(self, feature_set: str, corpus: str) -> list[Shard]:
+    def shards(self, feature_set: str, corpus: str, retired: bool = False) -> list[Shard]:
+        """The live files (or, with `retired`, the files a compacted file replaces that still exist)."""
         d = self.dir(feature_set, corpus)
         if not d.exists():
             return []
-        return [Shard(p, p.name.split("-", 1)[0], _meta_of(p))
-                for p in sorted(d.glob("*.parquet")) if p.name.startswith(("part-", "ledger-"))]
+        listed = [s for p in sorted(d.glob("*.parquet")) if p.name.startswith(("part-", "ledger-"))
+                  for s in [_shard(p)] if s is not None]
+        replaced = {name for s in listed for name in s.meta.get("replaces", [])}
+        return [s for s in listed if (s.path.name in replaced) == retired]
 
     def feature_sets(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.exists() else []
@@ -109,15 +109,17 @@ class FeatureStore:
         return path
 
     # ---- incremental bookkeeping -------------------------------------------------------------------------
-    def done_keys(self, feature_set: str, corpus: str, fingerprint: str) -> dict[tuple[str, str], str]:
-        """(clip_id, variant) -> content_hash of every row (feature or ledger) made with this fingerprint."""
+    def done_keys(self, feature_set: str, corpus: str, fingerprint: str,
+                  include_retried: bool = False) -> dict[tuple[str, str], str]:
+        """(clip_id, variant) -> content_hash of every row (feature or ledger) made with this fingerprint. Ledger
+        rows the next run retries (a retryable error, a missing input) are not done unless `include_retried`."""
         done: dict[tuple[str, str], str] = {}
         for s in self.shards(feature_set, corpus):
             if s.fingerprint != fingerprint:
                 continue
-            t = pq.read_table(s.path, columns=["clip_id", "variant", "content_hash"])
-            for c, v, h in zip(*(t.column(n).to_pylist() for n in ("clip_id", "variant", "content_hash"))):
-                done[(c, v)] = h
+            for c, v, h, *reason in _keys(s.path, with_reason=s.kind == "ledger"):
+                if include_retried or not (reason and reason[0].startswith(RETRIED_REASONS)):
+                    done[(c, v)] = h
         return done
 
     def prune(self, feature_set: str, corpus: str, fingerprint: str, valid: dict[tuple[str, str], str],
@@ -150,7 +152,7 @@ class FeatureStore:
         return removed
 
     def clean_temporaries(self, feature_set: str, corpus: str) -> None:
-        """Remove leftovers of killed writers (temporary files and Beam's temp dirs)."""
+        """Remove leftovers of killed writers: temporary files, Beam's temp dirs, files a compaction replaced."""
         d = self.dir(feature_set, corpus)
         if not d.exists():
             return
@@ -158,17 +160,24 @@ class FeatureStore:
             p.unlink(missing_ok=True)
         for p in d.glob("beam-temp-*"):
             shutil.rmtree(p, ignore_errors=True)
+        for s in self.shards(feature_set, corpus, retired=True):
+            s.path.unlink(missing_ok=True)
 
-    # ---- reading ------------------------------------------------------------------------------------------
-    def read(self, feature_set: str, corpus: str, kind: str = "part", columns: list[str] | None = None) -> pa.Table:
-        shards = [s for s in self.shards(feature_set, corpus) if s.kind == kind]
-        if not shards:
-            return (LEDGER_SCHEMA if kind == "ledger" else pa.schema([])).empty_table()
-        tables = [pq.read_table(s.path, columns=columns) for s in shards]
-        return pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")
+    # ---- reading (pipelines/store/reader.py) ----------------------------------------------------------------
+    def read(self, feature_set: str, corpus: str, kind: str = "part", columns: list[str] | None = None,
+             filter=None) -> pa.Table:
+        """The live rows of one kind, only `columns` and the rows matching `filter` (a pyarrow.compute expression,
+        pushed down to the Parquet reader)."""
+        return reader.read(self, feature_set, corpus, kind, columns, filter)
 
-    def ledger(self, feature_set: str, corpus: str) -> pd.DataFrame:
+    def ledger(self, feature_set: str, corpus: str):
         return self.read(feature_set, corpus, "ledger").to_pandas()
+
+    def load(self, feature_sets: list[str], corpora: list[str], variants: tuple[str, ...] = ("clean",),
+             columns: dict[str, list[str]] | None = None, speakers: list[str] | None = None):
+        return reader.load(self, feature_sets, corpora, variants, columns, speakers)
+
+    load.__doc__ = reader.load.__doc__
 
     def info(self, feature_set: str, corpus: str) -> dict:
         shards = self.shards(feature_set, corpus)
@@ -179,60 +188,41 @@ class FeatureStore:
                 "failed": sum(pq.read_metadata(s.path).num_rows for s in shards if s.kind == "ledger"),
                 "kind": meta.get("kind"), "version": meta.get("version"),
                 "fingerprint": meta.get("fingerprint"), "params": meta.get("params"),
-                "columns": pq.read_schema(parts[0].path).names if parts else []}
-
-    def load(self, feature_sets: list[str], corpora: list[str], variants: tuple[str, ...] = ("clean",),
-             columns: dict[str, list[str]] | None = None) -> pd.DataFrame:
-        """Feature sets joined on (clip_id, variant) with the manifest's label columns.
-
-        One row per (clip, requested variant) of the manifests. A variant of the other modality contributes this
-        feature set's clean row (a noisy-audio variant keeps clean video); a clip or variant missing from a feature
-        set gets nulls there (missing modality). `columns` optionally restricts each feature set to some columns.
-        """
-        frames = []
-        for corpus in corpora:
-            labels = read_manifest(self.manifest_dir, corpus).select(LABEL_COLUMNS).to_pandas()
-            base = pd.concat([labels.assign(variant=v) for v in variants], ignore_index=True)
-            for fs in feature_sets:
-                cols = None if not columns or fs not in columns else sorted(set(columns[fs]) | set(KEY))
-                feats = self.read(fs, corpus, columns=cols).to_pandas()
-                if feats.empty:
-                    continue
-                kind = self.info(fs, corpus)["kind"]
-                modality = extractor_class(kind).modality if kind in REGISTRY else None   # None: unknown origin
-                feats = _with_clean_fallback(feats.drop(columns="content_hash", errors="ignore"), variants, modality)
-                feats = feats.rename(columns={c: f"{fs}.{c}" for c in feats.columns if c not in KEY})
-                base = base.merge(feats, on=KEY, how="left")
-            frames.append(base)
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+                "columns": parts[0].schema.names if parts else []}
 
     # ---- checks -------------------------------------------------------------------------------------------
-    def verify(self, feature_set: str, corpus: str, planned: dict[tuple[str, str], str] | None = None) -> VerifyReport:
-        """Re-check schemas, fingerprints, duplicate keys and (given the plan) missing or stale rows."""
+    def verify(self, feature_set: str, corpus: str, planned: dict[tuple[str, str], str] | None = None,
+               fingerprint: str | None = None) -> VerifyReport:
+        """Re-check schemas, fingerprints, duplicate keys and (given the plan) missing or stale rows; given the
+        current `fingerprint`, rows made by other code or configuration are reported stale."""
         rep = VerifyReport(feature_set, corpus)
         shards = self.shards(feature_set, corpus)
         parts = [s for s in shards if s.kind == "part"]
         if len({s.fingerprint for s in shards}) > 1:
             rep.problems.append(f"mixed fingerprints: {sorted({s.fingerprint for s in shards})}")
-        schemas = {pq.read_schema(s.path).remove_metadata().to_string() for s in parts}
-        if len(schemas) > 1:
-            rep.problems.append(f"{len(schemas)} different part schemas")
+        if len({s.schema.to_string() for s in parts}) > 1:
+            rep.problems.append(f"{len({s.schema.to_string() for s in parts})} different part schemas")
         seen: dict[tuple[str, str], str] = {}
+        stale: list[tuple[str, str]] = []
         for s in shards:
-            t = pq.read_table(s.path, columns=["clip_id", "variant", "content_hash"])
-            for c, v, h in zip(*(t.column(n).to_pylist() for n in ("clip_id", "variant", "content_hash"))):
+            for c, v, h in _keys(s.path):
                 if (c, v) in seen:
                     rep.problems.append(f"duplicate row {c} [{v}] in {s.path.name}")
                 seen[(c, v)] = h
-            if s.kind == "part":
-                rep.rows += t.num_rows
-            else:
-                rep.failed += t.num_rows
+                if fingerprint is not None and s.fingerprint != fingerprint:
+                    stale.append((c, v))
+                rep.rows += s.kind == "part"
+                rep.failed += s.kind == "ledger"
+        if stale:
+            rep.stale = len(stale)
+            rep.problems.append(f"{len(stale)} rows made by other code or configuration (fingerprint is not "
+                                f"{fingerprint}), e.g. {stale[:3]}: `aver extract` re-extracts them")
         if planned is not None:
             missing = [k for k in planned if k not in seen]
-            stale = [k for k, h in seen.items() if planned.get(k) != h]
+            changed = [k for k, h in seen.items() if planned.get(k) != h]
             if missing:
                 rep.problems.append(f"{len(missing)} planned rows missing, e.g. {missing[:3]}")
-            if stale:
-                rep.problems.append(f"{len(stale)} rows not in the manifest or with changed media, e.g. {stale[:3]}")
+            if changed:
+                rep.problems.append(f"{len(changed)} rows not in the manifest or with changed media, "
+                                    f"e.g. {changed[:3]}")
         return rep
