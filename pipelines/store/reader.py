@@ -2,8 +2,8 @@
 
 Every read is a `pyarrow.dataset` over the live files of one feature set x corpus, with the column projection and
 a row filter pushed down to the Parquet reader (a column not asked for is never read from disk; row groups whose
-statistics exclude the filter are skipped). A compaction may retire a listed file between the listing and the
-read: the read then lists again (the merged file holds the same rows).
+statistics exclude the filter are skipped). A compaction may retire listed files during a read: the read is then
+done again (see `read`).
 """
 from __future__ import annotations
 
@@ -23,23 +23,32 @@ if TYPE_CHECKING:
 KEY = ["clip_id", "variant"]
 LABEL_COLUMNS = ["clip_id", "corpus", "speaker", "emotion", "emotion_orig", "split",
                  "valence", "arousal", "dominance", "has_audio", "has_video", "duration"]
-LISTING_ATTEMPTS = 3
+LISTING_ATTEMPTS = 50
+
+
+def _live(store: "FeatureStore", feature_set: str, corpus: str, kind: str) -> list:
+    return [s for s in store.shards(feature_set, corpus) if s.kind == kind]
 
 
 def read(store: "FeatureStore", feature_set: str, corpus: str, kind: str = "part", columns: list[str] | None = None,
          filter: pc.Expression | None = None) -> pa.Table:
-    for attempt in range(LISTING_ATTEMPTS):
-        shards = [s for s in store.shards(feature_set, corpus) if s.kind == kind]
+    """The rows of the live files. A directory listing is not a snapshot: one taken while a compaction retires
+    files may miss both the merged file and a retired one. So the read is accepted only if every file it read is
+    still live afterwards (the merged file was then listed before: it replaces them); else it is read again.
+    Each retry means a compaction step completed, so a finite number of them suffices."""
+    for _ in range(LISTING_ATTEMPTS):
+        shards = _live(store, feature_set, corpus, kind)
         if not shards:
             return (LEDGER_SCHEMA if kind == "ledger" else pa.schema([])).empty_table()
         schema = pa.unify_schemas([s.schema for s in shards], promote_options="permissive")
         try:
             data = ds.dataset([str(s.path) for s in shards], schema=schema, format="parquet")
-            return data.to_table(columns=columns, filter=filter)
-        except FileNotFoundError:
-            if attempt == LISTING_ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
+            table = data.to_table(columns=columns, filter=filter)
+        except FileNotFoundError:       # retired since the listing
+            continue
+        if {s.path for s in shards} <= {s.path for s in _live(store, feature_set, corpus, kind)}:
+            return table
+    raise RuntimeError(f"{feature_set}/{corpus}: the store kept changing under {LISTING_ATTEMPTS} reads")
 
 
 def _with_clean_fallback(feats: pd.DataFrame, variants: tuple[str, ...], modality: str | None) -> pd.DataFrame:
