@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from pipelines.extractor import variant_modality
 from pipelines.manifest import MANIFEST_SCHEMA, to_table
 from pipelines.store import FeatureStore, compaction
+from training.data import columns_to_read
 
 
 def _store(tmp_path) -> FeatureStore:
@@ -131,3 +132,29 @@ def test_readers_keep_working_while_compaction_runs(tmp_path):
     assert report.files_before == 40 and report.files_after < 40 and _content(store) == before
     again = compaction.compact(store, "faces", "c")
     assert again.files_after == 1 and _content(store) == before
+
+
+def test_training_reads_face_crops_only_when_a_model_names_them(tmp_path):
+    store = _big_store(tmp_path)
+    cfg = {"modalities": {"video": {"faces": ["face_fraction"]}}, "models": {"lgbm_video": {}}}
+    assert columns_to_read(store, ["faces"], ["c"], cfg) == {"faces": ["clip_id", "variant", "content_hash",
+                                                                       "face_fraction"]}
+    cfg["models"]["cnn"] = {"features": {"video": {"faces": ["crops"]}}}
+    assert "crops" in columns_to_read(store, ["faces"], ["c"], cfg)["faces"]
+
+
+def test_torch_dataset_restores_shapes_and_pads_series(tmp_path):
+    from torch.utils.data import DataLoader, Subset
+
+    from pipelines.store.torch_dataset import StoreDataset, collate
+    store = _store(tmp_path)
+    store.write_part("mel", "c", pa.table({
+        "clip_id": ["c/0", "c/1"], "variant": ["clean"] * 2, "content_hash": ["h"] * 2, "energy": [1.0, 2.0],
+        "mel": [list(range(2 * 3)), list(range(2 * 5))], "mel_shape": [[2, 3], [2, 5]]}),
+        {"kind": "logmel", "fingerprint": "f"})
+    ds = StoreDataset(store, ["mel"], ["c"], time_axis={"mel.mel": 1})
+    assert ds[0]["mel.mel"].shape == (3, 2) and ds[0]["mel.mel"][1, 0] == 1.0   # [2, 3] restored, time first
+    assert ds[2]["mel.mel"] is None and ds.classes == ["sad"]                  # c/2 has no row
+    batch = next(iter(DataLoader(Subset(ds, [0, 1]), batch_size=2, collate_fn=collate)))
+    assert batch["mel.mel"].shape == (2, 5, 2) and batch["mel.mel.length"].tolist() == [3, 5]
+    assert batch["mel.energy"].tolist() == [1.0, 2.0] and batch["label"].tolist() == [0, 0]

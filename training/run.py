@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines.manifest import LEDGER_SCHEMA, ledger_row, to_table, write_atomic
-from training.data import Frame
+from training.data import Frame, columns_to_read
 from training.metrics import ccc, classification, mean_std, summarize
 from training.models import MODALITIES, build, build_regressor, model_modalities, save_model
 from training.plots import write_plots
@@ -56,8 +56,9 @@ def train_and_evaluate(cfg: dict, store, out_dir: Path) -> dict:
     models_cfg = expand_members(cfg["models"])
     test_variants = _unique(["clean", *cfg["robustness_variants"]])
     train_variants = _unique(cfg["train_variants"])
-    df = store.load(feature_sets=sorted(needed_feature_sets(cfg)), corpora=list(cfg["corpora"]),
-                    variants=tuple(_unique(test_variants + train_variants)))
+    sets = sorted(needed_feature_sets(cfg))
+    df = store.load(feature_sets=sets, corpora=list(cfg["corpora"]), variants=tuple(_unique(test_variants + train_variants)),
+                    columns=columns_to_read(store, sets, list(cfg["corpora"]), cfg))
     df = df[~df["speaker"].isin(cfg["exclude_speakers"])]
     if df.empty:
         raise ValueError(f"the store has no rows for corpora {cfg['corpora']}")
