@@ -70,13 +70,15 @@ def extract(feature_sets: list[str] = typer.Argument(None, help="feature sets (d
             runner: Optional[str] = typer.Option(None, help="Beam runner, e.g. FlinkRunner"),
             pipeline_arg: list[str] = typer.Option(None, help="extra Beam pipeline option (repeatable)"),
             limit: Optional[int] = typer.Option(None, help="extract at most N new items per feature set (smoke runs)"),
+            compact_mb: Optional[int] = typer.Option(None, help="at the end, merge small store files into files "
+                                                                "of about this size (MiB)"),
             params_file: Path = ParamsOpt) -> None:
     """Extract feature sets into the store (incremental: only new or changed clips). The feature sets of a corpus
     run together: one worker pool, each clip decoded once."""
     from pipelines.plan import run_extractions
     params = load_params(params_file)
     options = {k: v for k, v in {"workers": workers, "address": ray_address, "runner": runner,
-                                 "pipeline_args": pipeline_arg or None}.items() if v}
+                                 "pipeline_args": pipeline_arg or None, "compact_mb": compact_mb}.items() if v}
     targets = _extract_targets(params, feature_sets or [], corpus or [])
     if not targets:
         raise UserError("nothing to extract: name a feature set and --corpus, or add `extract:` entries to params")

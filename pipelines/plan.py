@@ -24,6 +24,7 @@ from pipelines.extractor import (RETRIED_REASONS, RETRYABLE, Extractor, Result, 
 from pipelines.group import Member
 from pipelines.manifest import LEDGER_SCHEMA, ledger_row, read_corpus_root, read_manifest
 from pipelines.store import FeatureStore
+from pipelines.store.compaction import compact
 
 N_PEERS = 3
 log = logging.getLogger(__name__)
@@ -313,7 +314,8 @@ def run_extractions(params: dict, feature_sets: list[str], corpus: str, engine: 
     t0 = time.perf_counter()
     eng_cfg = params.get("engine", {})
     engine = engine or eng_cfg.get("name", "local")
-    options = {**eng_cfg.get(engine, {}), **(engine_options or {})}
+    common = {k: eng_cfg[k] for k in ("retry", "compact_mb") if k in eng_cfg}    # for every engine
+    options = {**common, **eng_cfg.get(engine, {}), **(engine_options or {})}
     p = paths(params)
     store = FeatureStore(p["store"], p["manifests"])
     jobs: list[_Job] = []
@@ -336,6 +338,9 @@ def run_extractions(params: dict, feature_sets: list[str], corpus: str, engine: 
         if later:
             second = [{**item, "feature_sets": [job.feature_set]} for job in later for item in job.todo]
             _run_pass(params, later, second, store, corpus, engine, options, bar)
+    if options.get("compact_mb"):
+        for job in jobs:
+            compact(store, job.feature_set, corpus, int(options["compact_mb"] * 2**20))
     for job in jobs:
         after = store.info(job.feature_set, corpus)
         fp = job.meta["fingerprint"]
