@@ -343,9 +343,8 @@ def run_extractions(params: dict, feature_sets: list[str], corpus: str, engine: 
             compact(store, job.feature_set, corpus, int(options["compact_mb"] * 2**20))
     for job in jobs:
         after = store.info(job.feature_set, corpus)
-        fp = job.meta["fingerprint"]
-        job.summary.retryable = (len(store.done_keys(job.feature_set, corpus, fp, include_retried=True))
-                                 - len(store.done_keys(job.feature_set, corpus, fp)))
+        reasons = store.read(job.feature_set, corpus, "ledger", columns=["reason"]).column("reason").to_pylist()
+        job.summary.retryable = sum(r.startswith(RETRYABLE) for r in reasons)
         job.summary.extracted = after["rows"] - job.before["rows"]
         job.summary.failed += after["failed"] - job.before["failed"] - job.summary.retryable
         job.summary.seconds = time.perf_counter() - t0

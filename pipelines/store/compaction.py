@@ -7,7 +7,8 @@ Publishing is two steps, each safe for a reader at any moment:
   2. delete the replaced files. A reader that listed before step 1 and opens a deleted file lists again
      (pipelines/store/reader.py). A compaction killed between 1 and 2 leaves replaced files that no reader uses;
      the next compaction or extraction deletes them (`clean_temporaries`).
-Only files of the same kind and fingerprint are merged; rows are sorted by key, so the result is deterministic.
+Only files of the same kind and fingerprint are merged; rows are sorted by key, so the result is deterministic;
+copies of a key (two writers at once) are merged into one.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.store.reader import first_of_each_key
 from pipelines.store.table import KEY, FeatureStore, Shard
 
 TARGET_BYTES = 128 * 2**20
@@ -53,7 +55,7 @@ def publish(store: FeatureStore, feature_set: str, corpus: str, group: list[Shar
     """Step 1: the merged file, naming the files it replaces. Returns its rows."""
     table = pa.concat_tables([pq.read_table(s.path).replace_schema_metadata(None) for s in group],
                              promote_options="permissive")
-    table = table.sort_by([(k, "ascending") for k in KEY])
+    table = first_of_each_key(table).sort_by([(k, "ascending") for k in KEY])
     meta = {k: v for k, v in group[-1].meta.items() if k not in ("feature_set", "corpus", "created_at")}
     meta["replaces"] = sorted(s.path.name for s in group)
     store._write(group[0].kind, feature_set, corpus, table, meta)

@@ -47,8 +47,18 @@ def read(store: "FeatureStore", feature_set: str, corpus: str, kind: str = "part
         except FileNotFoundError:       # retired since the listing
             continue
         if {s.path for s in shards} <= {s.path for s in _live(store, feature_set, corpus, kind)}:
-            return table
+            return first_of_each_key(table)
     raise RuntimeError(f"{feature_set}/{corpus}: the store kept changing under {LISTING_ATTEMPTS} reads")
+
+
+def first_of_each_key(table: pa.Table) -> pa.Table:
+    """One row per (clip_id, variant): two runs writing the same keys at once both store them (rows are the same
+    bytes whichever engine made them); readers see each key once, and compaction removes the copies."""
+    if not set(KEY) <= set(table.column_names) or table.num_rows == 0:
+        return table
+    index = table.select(KEY).append_column("row", pa.array(range(table.num_rows)))
+    first = index.group_by(KEY, use_threads=False).aggregate([("row", "min")]).column("row_min")
+    return table if len(first) == table.num_rows else table.take(pc.sort_indices(first))
 
 
 def _with_clean_fallback(feats: pd.DataFrame, variants: tuple[str, ...], modality: str | None) -> pd.DataFrame:
