@@ -2,11 +2,13 @@
 
 `Transient` raises an OSError on the first attempt at some clips, `Broken` raises a RuntimeError while
 `Broken.broken` is set, `Dies` kills its worker process when it meets clip 1 (the first time only, given a
-marker file that remembers it across processes), `NoSpeech` has a clip fault (ClipError) on clip 0.
+marker file that remembers it across processes), `NoSpeech` has a clip fault (ClipError) on clip 0; `Slow` takes
+`seconds` per clip (so that two runs overlap).
 """
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,7 +17,7 @@ import miniature
 from pipelines.extractor import REGISTRY, BaseExtractor, ClipError
 from pipelines.ingest import ingest
 
-KINDS = {"transient": "Transient", "broken": "Broken", "dies": "Dies", "no_speech": "NoSpeech"}
+KINDS = {"transient": "Transient", "broken": "Broken", "dies": "Dies", "no_speech": "NoSpeech", "slow": "Slow"}
 N_CLIPS = 6
 
 
@@ -33,7 +35,7 @@ def corpus(root: Path, manifests: Path) -> dict:
 
 
 class _Tone(BaseExtractor):
-    defaults = {"marker": ""}
+    defaults = {"marker": "", "seconds": 0.0}
 
     def schema(self) -> pa.Schema:
         return pa.schema([("index", pa.int32())])
@@ -81,4 +83,12 @@ class NoSpeech(_Tone):
     def extract(self, item: dict) -> dict:
         if item["clip_id"].endswith("_0"):
             raise ClipError("digital_silence", "nothing but zeros")
+        return super().extract(item)
+
+
+class Slow(_Tone):
+    kind = "slow"
+
+    def extract(self, item: dict) -> dict:
+        time.sleep(self.params["seconds"])
         return super().extract(item)
