@@ -3,7 +3,7 @@
 `Transient` raises an OSError on the first attempt at some clips, `Broken` raises a RuntimeError while
 `Broken.broken` is set, `Dies` kills its worker process when it meets clip 1 (the first time only, given a
 marker file that remembers it across processes), `NoSpeech` has a clip fault (ClipError) on clip 0; `Slow` takes
-`seconds` per clip (so that two runs overlap).
+`seconds` per clip (so that two runs overlap); `FlakyDownstream` needs an `up` feature set and fails once per clip.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import miniature
 from pipelines.extractor import REGISTRY, BaseExtractor, ClipError
 from pipelines.ingest import ingest
 
-KINDS = {"transient": "Transient", "broken": "Broken", "dies": "Dies", "no_speech": "NoSpeech", "slow": "Slow"}
+KINDS = {"transient": "Transient", "broken": "Broken", "dies": "Dies", "no_speech": "NoSpeech", "slow": "Slow", "flaky_down": "FlakyDownstream"}
 N_CLIPS = 6
 
 
@@ -92,3 +92,15 @@ class Slow(_Tone):
     def extract(self, item: dict) -> dict:
         time.sleep(self.params["seconds"])
         return super().extract(item)
+
+
+class FlakyDownstream(_Tone):
+    kind = "flaky_down"
+    requires = ("up",)
+    calls: list[list[str]] = []
+
+    def extract(self, item: dict) -> dict:
+        self.calls.append(sorted(item["inputs"]))
+        if len(self.calls) == 1:
+            raise OSError("the disk went away")
+        return {"index": item["inputs"]["up"]["index"] + 1}

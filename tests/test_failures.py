@@ -7,9 +7,11 @@ import yaml
 from typer.testing import CliRunner
 
 import failing_extractors
-from failing_extractors import N_CLIPS, Broken, Transient
+from failing_extractors import N_CLIPS, Broken, FlakyDownstream, Transient
 from pipelines.cli import app
+from pipelines.engines.retry import RetryPolicy, process_with_retries
 from pipelines.extractor import REGISTRY, RETRYABLE
+from pipelines.group import ExtractorGroup
 from pipelines.plan import config_fingerprint, run_extraction
 from pipelines.store import FeatureStore
 
@@ -120,3 +122,14 @@ def test_ray_gives_up_on_a_batch_that_always_kills_its_worker(corpus):
     # the lost block holds clip 1 and maybe a neighbour (Ray skips whole blocks); every other clip has its row
     assert "c/s1_happy_1" in set(ledger["clip_id"]) and set(ledger["reason"]) == {f"{RETRYABLE}lost"}
     assert s.retryable == len(ledger) <= 2 and s.extracted == N_CLIPS - s.retryable
+
+
+def test_a_retried_downstream_set_gets_the_upstream_row_made_in_the_first_attempt():
+    group = ExtractorGroup([("up", "transient", {}), ("down", "flaky_down", {})])
+    FlakyDownstream.calls.clear()
+    unit = {"clip_id": "c/s1_happy_1", "variant": "clean", "content_hash": "h", "corpus": "c", "path": "1.wav",
+            "feature_sets": ["up", "down"], "inputs": {}}
+    out = process_with_retries(group, [unit], RetryPolicy(attempts=2, backoff_s=0))
+    assert [r["index"] for r in out["up"].rows] == [1]               # the upstream ran once, not again
+    assert [r["index"] for r in out["down"].rows] == [2] and not out["down"].errors
+    assert FlakyDownstream.calls == [["up"], ["up"]]                  # both attempts had the upstream row
