@@ -42,6 +42,7 @@ class Result:
     rows: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)     # permanent: the clip's own fault
     errors: list[dict] = field(default_factory=list)       # retryable: reason starts with RETRYABLE
+    written: int = 0        # rows the worker stored itself (Ray): they do not travel back in `rows`
 
 
 class Extractor(Protocol):

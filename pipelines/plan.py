@@ -162,7 +162,8 @@ class StoreSink:
         self.rows += result.rows
         self.failures += result.failures + result.errors
         if self.progress is not None:
-            self.progress.advance(self.task, len(result.rows) + len(result.failures) + len(result.errors))
+            self.progress.advance(self.task, result.written + len(result.rows) + len(result.failures)
+                                  + len(result.errors))
         if len(self.rows) + len(self.failures) >= self.chunk_size:
             self.flush()
 
@@ -172,6 +173,11 @@ class StoreSink:
         self.store.write_part(self.feature_set, self.corpus,
                               pa.Table.from_pylist(self.rows, schema=self.schema), self.meta)
         self.rows, self.failures = [], []
+
+    def worker_target(self) -> dict:
+        """What a worker needs to store this feature set's rows itself (the store must be reachable from it)."""
+        return {"root": str(self.store.root.resolve()), "corpus": self.corpus, "schema": self.schema,
+                "meta": self.meta}
 
     def beam_targets(self) -> dict:
         run = uuid.uuid4().hex[:12]
@@ -200,6 +206,9 @@ class GroupSink:
     def beam_targets(self) -> dict[str, dict]:
         return {fs: sink.beam_targets() for fs, sink in self.sinks.items()}
 
+    def worker_targets(self) -> dict[str, dict]:
+        return {fs: sink.worker_target() for fs, sink in self.sinks.items()}
+
 
 @dataclass
 class _Job:
@@ -214,6 +223,12 @@ class _Job:
     @property
     def member(self) -> Member:
         return self.feature_set, self.extractor.kind, self.meta["params"]
+
+
+def _counts(store: FeatureStore, feature_set: str, corpus: str) -> dict[str, int]:
+    """Distinct feature rows and ledger rows (a batch Ray retried after its actor died may be stored twice)."""
+    return {"rows": store.read(feature_set, corpus, columns=["clip_id", "variant"]).num_rows,
+            "failed": store.read(feature_set, corpus, "ledger", columns=["clip_id", "variant"]).num_rows}
 
 
 def upstream_first(params: dict, feature_sets: list[str]) -> list[str]:
@@ -246,7 +261,7 @@ def _prepare(params: dict, feature_set: str, corpus: str, store: FeatureStore, e
     summary.already_done = len(done)
     store.write_ledger(feature_set, corpus, [a for a in absent if (a["clip_id"], a["variant"]) not in done], meta)
     todo = [i for i in items if (i["clip_id"], i["variant"]) not in done][:limit]
-    return _Job(feature_set, extractor, meta, summary, todo, store.info(feature_set, corpus))
+    return _Job(feature_set, extractor, meta, summary, todo, _counts(store, feature_set, corpus))
 
 
 def _units(jobs: list[_Job], store: FeatureStore, corpus: str) -> tuple[list[dict], dict[str, list[dict]]]:
@@ -342,7 +357,7 @@ def run_extractions(params: dict, feature_sets: list[str], corpus: str, engine: 
         for job in jobs:
             compact(store, job.feature_set, corpus, int(options["compact_mb"] * 2**20))
     for job in jobs:
-        after = store.info(job.feature_set, corpus)
+        after = _counts(store, job.feature_set, corpus)
         reasons = store.read(job.feature_set, corpus, "ledger", columns=["reason"]).column("reason").to_pylist()
         job.summary.retryable = sum(r.startswith(RETRYABLE) for r in reasons)
         job.summary.extracted = after["rows"] - job.before["rows"]
