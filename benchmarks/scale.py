@@ -5,9 +5,10 @@
 For each corpus size, in a fresh process: a manifest of N synthetic clips is written directly, then one local-engine
 extraction of a synthetic feature set (88 float32 scalars like eGeMAPS + a 400-frame float32 series per clip, made
 from the clip id, no decoding) into a fresh store, `engine.chunk_size` rows per file. Reported: the driver's peak RSS
-(planning, units, sink: everything but the extractors' own work; with the peak after imports, for reference), rows/s of the whole run (planning + writing), the
-number of files before and after compaction (target 128 MiB), and `FeatureStore.load` of one scalar column vs the
-whole table (seconds and bytes read through read syscalls, /proc/self/io).
+(planning, units, sink: everything but the extractors' own work; with the peak after imports, for reference),
+rows/s of the whole run (planning + writing), the number of files before and after compaction (target 128 MiB),
+and `FeatureStore.load` of one scalar column vs the whole table (seconds and bytes read through read syscalls,
+/proc/self/io).
 """
 from __future__ import annotations
 
@@ -79,7 +80,8 @@ def one_size(n: int, chunk: int) -> dict:
     files_before = len(store.shards("syn", "syn"))
     report = compact(store, "syn", "syn")
     out = {"clips": n, "rows": summary.extracted, "seconds": round(seconds, 1), "rows_per_s": round(n / seconds),
-           "driver_peak_rss_mb": round(rss_mb), "rss_after_imports_mb": round(baseline_mb), "files_before": files_before, "files_after": report.files_after}
+           "driver_peak_rss_mb": round(rss_mb), "rss_after_imports_mb": round(baseline_mb),
+           "files_before": files_before, "files_after": report.files_after}
     for label, columns in (("one_column", {"syn": ["f0"]}), ("whole_table", None)):
         start, t0 = _bytes_read(), time.perf_counter()
         df = store.load(["syn"], ["syn"], columns=columns)

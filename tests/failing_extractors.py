@@ -17,7 +17,8 @@ import miniature
 from pipelines.extractor import REGISTRY, BaseExtractor, ClipError
 from pipelines.ingest import ingest
 
-KINDS = {"transient": "Transient", "broken": "Broken", "dies": "Dies", "no_speech": "NoSpeech", "slow": "Slow", "flaky_down": "FlakyDownstream"}
+KINDS = {"transient": "Transient", "broken": "Broken", "dies": "Dies", "no_speech": "NoSpeech", "slow": "Slow",
+         "flaky_down": "FlakyDownstream"}
 N_CLIPS = 6
 
 
@@ -29,7 +30,8 @@ def register() -> None:
 def corpus(root: Path, manifests: Path) -> dict:
     for i in range(N_CLIPS):
         miniature.audio(root / f"s{i % 2}_happy_{i}.wav")
-    cfg = {"adapter": "generic", "root": str(root), "glob": "*.wav", "regex": r"(?P<speaker>s\d)_(?P<emotion>[a-z]+)_\d"}
+    cfg = {"adapter": "generic", "root": str(root), "glob": "*.wav",
+           "regex": r"(?P<speaker>s\d)_(?P<emotion>[a-z]+)_\d"}
     ingest("c", cfg, manifests, progress=False)
     return cfg
 

@@ -115,7 +115,7 @@ def test_compaction_keeps_the_content_and_readers_never_see_a_half_state(tmp_pat
     assert [len(g) for g in group] == [6]                      # the single ledger file is left alone
     compaction.publish(store, "faces", "c", group[0])          # killed here: merged file live, small ones still there
     assert _content(store) == before and len(store.shards("faces", "c")) == 2
-    compaction.retire(group[0])
+    compaction.retire(store, group[0])
     assert _content(store) == before and not any(s.path.exists() for s in listed_early if s.kind == "part")
     assert _content(store, "ledger") == ledger and store.verify("faces", "c").ok
 

@@ -57,7 +57,8 @@ def train_and_evaluate(cfg: dict, store, out_dir: Path) -> dict:
     test_variants = _unique(["clean", *cfg["robustness_variants"]])
     train_variants = _unique(cfg["train_variants"])
     sets = sorted(needed_feature_sets(cfg))
-    df = store.load(feature_sets=sets, corpora=list(cfg["corpora"]), variants=tuple(_unique(test_variants + train_variants)),
+    df = store.load(feature_sets=sets, corpora=list(cfg["corpora"]),
+                    variants=tuple(_unique(test_variants + train_variants)),
                     columns=columns_to_read(store, sets, list(cfg["corpora"]), cfg))
     df = df[~df["speaker"].isin(cfg["exclude_speakers"])]
     if df.empty:

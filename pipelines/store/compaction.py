@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.store.reader import first_of_each_key
 from pipelines.store.table import KEY, FeatureStore, Shard
@@ -37,23 +36,23 @@ def plan_groups(shards: list[Shard], target_bytes: int) -> list[list[Shard]]:
     groups: list[list[Shard]] = []
     by_kind: dict[tuple[str, str], list[Shard]] = {}
     for s in shards:
-        if s.path.stat().st_size < target_bytes // 2:
+        if s.size < target_bytes // 2:
             by_kind.setdefault((s.kind, s.fingerprint), []).append(s)
     for small in by_kind.values():
         group, size = [], 0
         for s in small:
-            if group and size + s.path.stat().st_size > target_bytes:
+            if group and size + s.size > target_bytes:
                 groups.append(group)
                 group, size = [], 0
             group.append(s)
-            size += s.path.stat().st_size
+            size += s.size
         groups.append(group)
     return [g for g in groups if len(g) > 1]
 
 
 def publish(store: FeatureStore, feature_set: str, corpus: str, group: list[Shard]) -> pa.Table:
     """Step 1: the merged file, naming the files it replaces. Returns its rows."""
-    table = pa.concat_tables([pq.read_table(s.path).replace_schema_metadata(None) for s in group],
+    table = pa.concat_tables([store.files.read_table(s.path).replace_schema_metadata(None) for s in group],
                              promote_options="permissive")
     table = first_of_each_key(table).sort_by([(k, "ascending") for k in KEY])
     meta = {k: v for k, v in group[-1].meta.items() if k not in ("feature_set", "corpus", "created_at")}
@@ -62,10 +61,10 @@ def publish(store: FeatureStore, feature_set: str, corpus: str, group: list[Shar
     return table
 
 
-def retire(group: list[Shard]) -> None:
+def retire(store: FeatureStore, group: list[Shard]) -> None:
     """Step 2: delete the replaced files."""
     for s in group:
-        s.path.unlink(missing_ok=True)
+        store.files.delete(s.path)
 
 
 def compact(store: FeatureStore, feature_set: str, corpus: str, target_bytes: int = TARGET_BYTES) -> CompactionReport:
@@ -74,6 +73,6 @@ def compact(store: FeatureStore, feature_set: str, corpus: str, target_bytes: in
     report = CompactionReport(feature_set, corpus, files_before=len(shards))
     for group in plan_groups(shards, target_bytes):
         report.rows += publish(store, feature_set, corpus, group).num_rows
-        retire(group)
+        retire(store, group)
     report.files_after = len(store.shards(feature_set, corpus))
     return report

@@ -42,7 +42,8 @@ def read(store: "FeatureStore", feature_set: str, corpus: str, kind: str = "part
             return (LEDGER_SCHEMA if kind == "ledger" else pa.schema([])).empty_table()
         schema = pa.unify_schemas([s.schema for s in shards], promote_options="permissive")
         try:
-            data = ds.dataset([str(s.path) for s in shards], schema=schema, format="parquet")
+            data = ds.dataset(store.files.names(s.path for s in shards), schema=schema, format="parquet",
+                              filesystem=store.files.fs)
             table = data.to_table(columns=columns, filter=filter)
         except FileNotFoundError:       # retired since the listing
             continue

@@ -1,7 +1,8 @@
 """The store's files: layout, atomic writes, which files are live, incremental bookkeeping and checks.
 
 Layout: `<root>/<feature_set>/<corpus>/part-<id>.parquet` (feature rows) and `ledger-<id>.parquet` (failed
-items). Every file is written atomically (temporary name + rename), so a killed run leaves only complete files;
+items); the root is a folder or an object store URI (pipelines/store/files.py). Every file is written atomically
+(temporary name + rename, or one PUT), so a killed run leaves only complete files;
 the next run plans the keys not yet present in any file and every row ends up exactly once.
 Each file's schema metadata (`aver`) records the extractor kind, version, params, fingerprint and creation time;
 a file made by compaction also lists the files it `replaces`: those are no longer live (see compaction.py).
@@ -9,17 +10,17 @@ a file made by compaction also lists the files it `replaces`: those are no longe
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
 
 from pipelines.extractor import RETRIED_REASONS
-from pipelines.manifest import LEDGER_SCHEMA, now, to_table, write_atomic
+from pipelines.manifest import LEDGER_SCHEMA, now, to_table
 from pipelines.store import reader
+from pipelines.store.files import Files
 
 KEY = ["clip_id", "variant"]
 KEY_COLUMNS = ["clip_id", "variant", "content_hash"]
@@ -27,10 +28,11 @@ KEY_COLUMNS = ["clip_id", "variant", "content_hash"]
 
 @dataclass
 class Shard:
-    path: Path
+    path: Path | PurePosixPath
     kind: str      # "part" or "ledger"
     meta: dict
     schema: pa.Schema
+    size: int      # bytes
 
     @property
     def fingerprint(self) -> str:
@@ -51,45 +53,47 @@ class VerifyReport:
         return not self.problems
 
 
-def _shard(path: Path) -> Shard | None:
-    try:
-        schema = pq.read_schema(path)
-    except FileNotFoundError:       # retired by a compaction since the listing
-        return None
-    meta = json.loads((schema.metadata or {}).get(b"aver", b"{}"))
-    return Shard(path, path.name.split("-", 1)[0], meta, schema.remove_metadata())
-
-
-def _keys(path: Path, with_reason: bool = False):
-    t = pq.read_table(path, columns=KEY_COLUMNS + (["reason"] if with_reason else []))
-    return zip(*(t.column(n).to_pylist() for n in t.column_names))
-
-
 class FeatureStore:
     def __init__(self, root: str | Path, manifest_dir: str | Path):
-        self.root = Path(root)
+        self.files = Files(root)
+        self.root = self.files.root
         self.manifest_dir = Path(manifest_dir)
 
     # ---- layout -------------------------------------------------------------------------------------------
-    def dir(self, feature_set: str, corpus: str) -> Path:
+    def dir(self, feature_set: str, corpus: str) -> Path | PurePosixPath:
         return self.root / feature_set / corpus
+
+    def _shard(self, path) -> Shard | None:
+        try:
+            schema = self.files.read_schema(path)
+        except FileNotFoundError:       # retired by a compaction since the listing
+            return None
+        meta = json.loads((schema.metadata or {}).get(b"aver", b"{}"))
+        return Shard(path, path.name.split("-", 1)[0], meta, schema.remove_metadata(), 0)
+
+    def _keys(self, path, with_reason: bool = False):
+        t = self.files.read_table(path, columns=KEY_COLUMNS + (["reason"] if with_reason else []))
+        return zip(*(t.column(n).to_pylist() for n in t.column_names))
 
     def shards(self, feature_set: str, corpus: str, retired: bool = False) -> list[Shard]:
         """The live files (or, with `retired`, the files a compacted file replaces that still exist)."""
         d = self.dir(feature_set, corpus)
-        if not d.exists():
-            return []
-        listed = [s for p in sorted(d.glob("*.parquet")) if p.name.startswith(("part-", "ledger-"))
-                  for s in [_shard(p)] if s is not None]
+        listed = []
+        for info in self.files.entries(d):
+            name = info.base_name
+            if info.type == pafs.FileType.File and name.startswith(("part-", "ledger-")) and name.endswith(".parquet"):
+                shard = self._shard(d / name)
+                if shard is not None:
+                    shard.size = info.size
+                    listed.append(shard)
         replaced = {name for s in listed for name in s.meta.get("replaces", [])}
         return [s for s in listed if (s.path.name in replaced) == retired]
 
     def feature_sets(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.exists() else []
+        return self.files.subfolders(self.root)
 
     def corpora(self, feature_set: str) -> list[str]:
-        d = self.root / feature_set
-        return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.exists() else []
+        return self.files.subfolders(self.root / feature_set)
 
     # ---- writing ------------------------------------------------------------------------------------------
     def write_part(self, feature_set: str, corpus: str, table: pa.Table, meta: dict) -> Path | None:
@@ -105,7 +109,7 @@ class FeatureStore:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                b"aver": json.dumps(info, sort_keys=True).encode()})
         path = self.dir(feature_set, corpus) / f"{kind}-{uuid.uuid4().hex[:12]}.parquet"
-        write_atomic(table, path)
+        self.files.write_table(table, path)
         return path
 
     # ---- incremental bookkeeping -------------------------------------------------------------------------
@@ -117,7 +121,7 @@ class FeatureStore:
         for s in self.shards(feature_set, corpus):
             if s.fingerprint != fingerprint:
                 continue
-            for c, v, h, *reason in _keys(s.path, with_reason=s.kind == "ledger"):
+            for c, v, h, *reason in self._keys(s.path, with_reason=s.kind == "ledger"):
                 if include_retried or not (reason and reason[0].startswith(RETRIED_REASONS)):
                     done[(c, v)] = h
         return done
@@ -132,10 +136,10 @@ class FeatureStore:
         """
         removed = 0
         for s in self.shards(feature_set, corpus):
-            t = pq.read_table(s.path)
+            t = self.files.read_table(s.path)
             if s.fingerprint != fingerprint:
                 removed += t.num_rows
-                s.path.unlink()
+                self.files.delete(s.path)
                 continue
             keep = [valid.get((c, v)) == h for c, v, h in zip(
                 *(t.column(n).to_pylist() for n in ("clip_id", "variant", "content_hash")))]
@@ -146,22 +150,21 @@ class FeatureStore:
             removed += keep.count(False)
             kept = t.filter(pa.array(keep))
             if kept.num_rows:
-                write_atomic(kept, s.path)
+                self.files.write_table(kept, s.path)
             else:
-                s.path.unlink()
+                self.files.delete(s.path)
         return removed
 
     def clean_temporaries(self, feature_set: str, corpus: str) -> None:
         """Remove leftovers of killed writers: temporary files, Beam's temp dirs, files a compaction replaced."""
         d = self.dir(feature_set, corpus)
-        if not d.exists():
-            return
-        for p in d.glob(".*.tmp"):
-            p.unlink(missing_ok=True)
-        for p in d.glob("beam-temp-*"):
-            shutil.rmtree(p, ignore_errors=True)
+        for info in self.files.entries(d):
+            if info.base_name.startswith(".") and info.base_name.endswith(".tmp"):
+                self.files.delete(d / info.base_name)
+            elif info.base_name.startswith("beam-temp-") and info.type == pafs.FileType.Directory:
+                self.files.delete_folder(d / info.base_name)
         for s in self.shards(feature_set, corpus, retired=True):
-            s.path.unlink(missing_ok=True)
+            self.files.delete(s.path)
 
     # ---- reading (pipelines/store/reader.py) ----------------------------------------------------------------
     def read(self, feature_set: str, corpus: str, kind: str = "part", columns: list[str] | None = None,
@@ -184,8 +187,8 @@ class FeatureStore:
         parts = [s for s in shards if s.kind == "part"]
         meta = parts[-1].meta if parts else (shards[-1].meta if shards else {})
         return {"feature_set": feature_set, "corpus": corpus, "files": len(shards),
-                "rows": sum(pq.read_metadata(s.path).num_rows for s in parts),
-                "failed": sum(pq.read_metadata(s.path).num_rows for s in shards if s.kind == "ledger"),
+                "rows": sum(self.files.num_rows(s.path) for s in parts),
+                "failed": sum(self.files.num_rows(s.path) for s in shards if s.kind == "ledger"),
                 "kind": meta.get("kind"), "version": meta.get("version"),
                 "fingerprint": meta.get("fingerprint"), "params": meta.get("params"),
                 "columns": parts[0].schema.names if parts else []}
@@ -205,7 +208,7 @@ class FeatureStore:
         seen: dict[tuple[str, str], str] = {}
         stale: list[tuple[str, str]] = []
         for s in shards:
-            for c, v, h in _keys(s.path):
+            for c, v, h in self._keys(s.path):
                 if (c, v) in seen:
                     rep.problems.append(f"duplicate row {c} [{v}] in {s.path.name}")
                 seen[(c, v)] = h

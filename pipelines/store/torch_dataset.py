@@ -6,8 +6,8 @@
 
 An item is {"clip_id", "variant", "label" (index into `ds.classes`, -1 if outside), "<fs>.<column>": tensor}: a
 scalar becomes a 0-d float32 tensor, a list a float32 tensor, restored to its shape when the store has a
-`<column>_shape` companion (e.g. logmel [n_mels, frames]) with its `time_axis` moved first; missing values are NaN tensors or None; binary columns
-(face crops) stay bytes. `collate` pads the arrays of a batch along their first axis to the longest one and adds
+`<column>_shape` companion (e.g. logmel [n_mels, frames]) with its `time_axis` moved first; a missing value is
+None; binary columns (face crops) stay bytes. `collate` pads the arrays of a batch along their first axis to the longest one and adds
 `<key>.length`. Rows are read with `FeatureStore.load` (only the columns and rows asked for).
 """
 from __future__ import annotations
