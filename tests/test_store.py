@@ -185,3 +185,19 @@ def test_two_writers_at_once_lose_nothing_and_duplicate_nothing(tmp_path):
     assert sorted(r["clip_id"] for r in rows) == sorted(f"c/s{i % 2}_happy_{i}" for i in range(6))   # each once
     compaction.compact(store, "f", "c")
     assert store.verify("f", "c").ok and store.read("f", "c").to_pylist() == sorted(rows, key=lambda r: r["clip_id"])
+
+
+def test_store_compact_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    store = _store(tmp_path)
+    store.write_part("audio", "c", pa.table({"clip_id": ["c/1"], "variant": ["white_snr5"], "content_hash": ["h"],
+                                             "x": [1.0]}), {"kind": "logmel", "fingerprint": "f"})
+    before = {fs: store.read(fs, "c").to_pylist() for fs in ("audio", "video")}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"paths": {"store": str(tmp_path / "s"),
+                                                               "manifests": str(tmp_path / "m")}}))
+    out = CliRunner().invoke(app, ["store", "compact", "audio", "-c", "c", "--params", str(tmp_path / "p.yaml")])
+    assert out.exit_code == 0, out.output
+    assert len(store.shards("audio", "c")) == 1 and len(store.shards("video", "c")) == 1     # only `audio` merged
+    assert sorted(store.read("audio", "c").to_pylist(), key=str) == sorted(before["audio"], key=str)
