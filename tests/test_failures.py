@@ -64,6 +64,7 @@ def test_persistent_errors_are_retryable_rows_a_failed_exit_and_retried_next_run
     assert "CUDA error" in ledger["detail"].iloc[0]
     _, fp, _ = config_fingerprint(p, "f", store, "c")
     assert store.done_keys("f", "c", fp) == {}                 # recorded, never counted as done
+    assert any("6 items failed for reasons not their own" in m for m in store.verify("f", "c").problems)
     monkeypatch.setattr(Broken, "broken", False)               # the fault is fixed: the next run retries them
     s = run_extraction(p, "f", "c", progress=False)
     assert (s.already_done, s.extracted, s.retryable, s.removed) == (0, N_CLIPS, 0, N_CLIPS)

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from pipelines.extractor import RETRIED_REASONS
+from pipelines.extractor import RETRIED_REASONS, RETRYABLE
 from pipelines.manifest import LEDGER_SCHEMA, now, to_table
 from pipelines.store import reader
 from pipelines.store.files import Files
@@ -207,15 +207,21 @@ class FeatureStore:
             rep.problems.append(f"{len({s.schema.to_string() for s in parts})} different part schemas")
         seen: dict[tuple[str, str], str] = {}
         stale: list[tuple[str, str]] = []
+        retryable = []
         for s in shards:
-            for c, v, h in self._keys(s.path):
+            for c, v, h, *reason in self._keys(s.path, with_reason=s.kind == "ledger"):
                 if (c, v) in seen:
                     rep.problems.append(f"duplicate row {c} [{v}] in {s.path.name}")
                 seen[(c, v)] = h
                 if fingerprint is not None and s.fingerprint != fingerprint:
                     stale.append((c, v))
+                if reason and reason[0].startswith(RETRYABLE):
+                    retryable.append((c, v))
                 rep.rows += s.kind == "part"
                 rep.failed += s.kind == "ledger"
+        if retryable:
+            rep.problems.append(f"{len(retryable)} items failed for reasons not their own, e.g. {retryable[:3]}: "
+                                "`aver extract` retries them")
         if stale:
             rep.stale = len(stale)
             rep.problems.append(f"{len(stale)} rows made by other code or configuration (fingerprint is not "
