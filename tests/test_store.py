@@ -141,6 +141,8 @@ def test_readers_keep_working_while_compaction_runs(tmp_path):
 
 def test_training_reads_face_crops_only_when_a_model_names_them(tmp_path):
     store = _big_store(tmp_path)
+    store.write_ledger("faces", "c", [{"corpus": "c", "clip_id": "c/9", "variant": "clean", "path": "9.mp4",
+                                       "stage": "faces", "reason": "no_face", "content_hash": "h"}], {"kind": "faces"})
     cfg = {"modalities": {"video": {"faces": ["face_fraction"]}}, "models": {"lgbm_video": {}}}
     assert columns_to_read(store, ["faces"], ["c"], cfg) == {"faces": ["clip_id", "variant", "content_hash",
                                                                        "face_fraction"]}

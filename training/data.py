@@ -149,7 +149,8 @@ def columns_to_read(store, feature_sets: list[str], corpora: list[str], cfg: dic
     named = set(_strings(cfg))
     out: dict[str, list[str]] = {}
     for fs in feature_sets:
-        fields = {f.name: f.type for c in corpora for s in store.shards(fs, c)[:1] for f in s.schema}
+        parts = [s for c in corpora for s in store.shards(fs, c) if s.kind == "part"]
+        fields = {f.name: f.type for s in parts for f in s.schema}
         if fields:
             out[fs] = [n for n, t in fields.items() if not _is_image(t) or n in named]
     return out

@@ -41,10 +41,11 @@ def read(store: "FeatureStore", feature_set: str, corpus: str, kind: str = "part
         if not shards:
             return (LEDGER_SCHEMA if kind == "ledger" else pa.schema([])).empty_table()
         schema = pa.unify_schemas([s.schema for s in shards], promote_options="permissive")
+        wanted = None if columns is None else [c for c in columns if c in schema.names]  # absent: missing modality
         try:
             data = ds.dataset(store.files.names(s.path for s in shards), schema=schema, format="parquet",
                               filesystem=store.files.fs)
-            table = data.to_table(columns=columns, filter=filter)
+            table = data.to_table(columns=wanted, filter=filter)
         except FileNotFoundError:       # retired since the listing
             continue
         if {s.path for s in shards} <= {s.path for s in _live(store, feature_set, corpus, kind)}:
