@@ -80,14 +80,14 @@ def test_a_clip_fault_is_permanent(corpus):
     assert (again.already_done, again.extracted, again.failed) == (N_CLIPS, 0, 0)
 
 
-@pytest.mark.parametrize("engine", ["local", "beam"])
+@pytest.mark.parametrize("engine", ["local", "beam", "ray"])
 def test_engines_treat_errors_alike(corpus, monkeypatch, engine):
-    """Beam's DoFn retries in the worker like the local engine and writes the same retryable rows."""
+    """Beam's DoFn and Ray's actors retry in the worker like the local engine and write the same retryable rows."""
     tmp, cfg = corpus
     monkeypatch.setattr(Broken, "broken", True)
     p = _params(tmp, cfg, "broken", f"store_errors_{engine}", engine=engine)
     p["engine"]["beam"] = {"pipeline_args": ["--direct_running_mode=in_memory"]}
-    s = run_extraction(p, "f", "c", progress=False)
+    s = _ray_run(p) if engine == "ray" else run_extraction(p, "f", "c", progress=False)
     assert (s.extracted, s.retryable) == (0, N_CLIPS)
     assert set(_store(p).ledger("f", "c")["reason"]) == {f"{RETRYABLE}RuntimeError"}
 
