@@ -81,23 +81,31 @@ def extract(feature_sets: list[str] = typer.Argument(None, help="feature sets (d
             runner: Optional[str] = typer.Option(None, help="Beam runner, e.g. FlinkRunner"),
             pipeline_arg: list[str] = typer.Option(None, help="extra Beam pipeline option (repeatable)"),
             limit: Optional[int] = typer.Option(None, help="extract at most N new items per feature set (smoke runs)"),
+            compact_mb: Optional[int] = typer.Option(None, help="at the end, merge small store files into files "
+                                                                "of about this size (MiB)"),
             params_file: Path = ParamsOpt) -> None:
     """Extract feature sets into the store (incremental: only new or changed clips). The feature sets of a corpus
     run together: one worker pool, each clip decoded once."""
     from pipelines.plan import run_extractions
     params = load_params(params_file)
     options = {k: v for k, v in {"workers": workers, "address": ray_address, "runner": runner,
-                                 "pipeline_args": pipeline_arg or None}.items() if v}
+                                 "pipeline_args": pipeline_arg or None, "compact_mb": compact_mb}.items() if v}
     targets = _extract_targets(params, feature_sets or [], corpus or [])
     if not targets:
         raise UserError("nothing to extract: name a feature set and --corpus, or add `extract:` entries to params")
-    rows = []
+    rows, retryable = [], 0
     for c, fss in targets.items():
         for s in run_extractions(params, fss, c, engine=engine, engine_options=options, limit=limit):
-            rows.append([s.feature_set, c, s.engine, s.planned, s.already_done, s.extracted, s.failed, s.removed,
-                         f"{s.seconds:.1f}"])
+            retryable += s.retryable
+            rows.append([s.feature_set, c, s.engine, s.planned, s.already_done, s.extracted, s.failed,
+                         s.retryable, s.removed, f"{s.seconds:.1f}"])
     _table("extract", ["feature set", "corpus", "engine", "planned", "cached", "new rows", "new ledger",
-                       "pruned", "seconds"], rows)
+                       "retryable", "pruned", "seconds"], rows)
+    if retryable:
+        console.print(f"[red]{retryable} items failed for reasons that are not their own[/] (worker lost, I/O or "
+                      "unexpected error; `aver store show FS CORPUS --ledger` says which): they are not cached, "
+                      "run `aver extract` again to retry them")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -265,18 +273,36 @@ def store_show(feature_set: str, corpus: str, params_file: Path = ParamsOpt,
 @store_app.command("verify")
 def store_verify(feature_set: Optional[str] = typer.Argument(None), corpus: list[str] = typer.Option(None, "--corpus"),
                  params_file: Path = ParamsOpt) -> None:
-    """Re-check schemas, fingerprints, duplicates and missing/stale rows against the manifests."""
-    from pipelines.plan import planned_keys
+    """Re-check schemas, duplicates, missing rows and stale rows (changed media, code or config) against the
+    manifests and params."""
+    from pipelines.plan import config_fingerprint, planned_keys
     params = load_params(params_file)
     store = _store(params_file)
     rows, bad = [], 0
     for fs in [feature_set] if feature_set else store.feature_sets():
         for c in corpus or store.corpora(fs):
-            rep = store.verify(fs, c, planned_keys(params, fs, c))
+            _, fingerprint, _ = config_fingerprint(params, fs, store, c)
+            rep = store.verify(fs, c, planned_keys(params, fs, c), fingerprint)
             bad += not rep.ok
             rows.append([fs, c, rep.rows, rep.failed, "ok" if rep.ok else "; ".join(rep.problems)])
     _table("verify", ["feature set", "corpus", "rows", "ledger", "status"], rows)
     raise typer.Exit(1 if bad else 0)
+
+
+@store_app.command("compact")
+def store_compact(feature_set: Optional[str] = typer.Argument(None, help="feature set (default: all)"),
+                  corpus: list[str] = typer.Option(None, "--corpus", "-c", help="corpus (repeatable)"),
+                  target_mb: int = typer.Option(128, help="target file size, MiB"),
+                  params_file: Path = ParamsOpt) -> None:
+    """Merge small store files into files of about the target size (same rows; readers keep working)."""
+    from pipelines.store.compaction import compact
+    store = _store(params_file)
+    rows = []
+    for fs in [feature_set] if feature_set else store.feature_sets():
+        for c in corpus or store.corpora(fs):
+            r = compact(store, fs, c, target_mb * 2**20)
+            rows.append([fs, c, r.files_before, r.files_after, r.rows])
+    _table("compact", ["feature set", "corpus", "files before", "files after", "rows rewritten"], rows)
 
 
 def main() -> None:

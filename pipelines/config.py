@@ -18,10 +18,15 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict:
         raise MissingFile(f"params file {path} does not exist (pass --params FILE)") from None
 
 
+def _location(value: str):
+    """A folder as a Path; an object store URI (s3://bucket/prefix) kept as text (a Path would fold its `//`)."""
+    return value if "://" in str(value) else Path(value)
+
+
 def paths(params: dict) -> dict[str, Path]:
     p = params.get("paths", {})
     return {"manifests": Path(p.get("manifests", "data/manifests")),
-            "store": Path(p.get("store", "data/store")),
+            "store": _location(p.get("store", "data/store")),
             "runs": Path(p.get("runs", "runs"))}
 
 

@@ -6,10 +6,12 @@ then `process(items)` on batches of work items. A work item is a manifest row (d
   - `variant`: "clean" or an augmentation name (features/augment_audio.py, features/augment_video.py),
   - `peers`: absolute paths of a few other clips of the same corpus (babble noise source),
   - `inputs`: {feature_set: row} for the upstream feature sets the extractor `requires`.
-`process` returns a `Result`: feature rows (dicts matching `schema()` plus the key columns) and ledger rows for
-items that failed. One bad item never fails the batch. An extractor whose numbers depend on files its params do not
-pin (model weights) may also define `provenance() -> dict` (JSON-able): the planner puts it in the store's metadata
-and the config fingerprint.
+`process` returns a `Result`: feature rows (dicts matching `schema()` plus the key columns), ledger rows for items
+that failed through their own fault (`ClipError`: permanent) and ledger rows for items hit by anything else
+(`errors`: an unexpected exception, I/O or CUDA error; the engine retries them, see pipelines/engines/retry.py).
+One bad item never fails the batch. An extractor whose numbers depend on files its params do not pin (model
+weights) may also define `provenance() -> dict` (JSON-able): the planner puts it in the store's metadata and the
+config fingerprint.
 
 Extractor kinds are found through the `aver.extractors` entry points (aver's own are declared in pyproject.toml), so
 another installed package can add one: docs/writing_an_extractor.md.
@@ -31,6 +33,8 @@ from pipelines.errors import BadParams, UnknownName
 from pipelines.manifest import ledger_row
 
 KEY_FIELDS = [("clip_id", pa.string()), ("variant", pa.string()), ("content_hash", pa.string())]
+RETRYABLE = "retryable:"                          # reason prefix of a failure that is not the clip's fault
+RETRIED_REASONS = ("missing_input:", RETRYABLE)   # ledger rows that do not count as done: the next run retries
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,9 @@ class Resources:
 @dataclass
 class Result:
     rows: list[dict] = field(default_factory=list)
-    failures: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)     # permanent: the clip's own fault
+    errors: list[dict] = field(default_factory=list)       # retryable: reason starts with RETRYABLE
+    written: int = 0        # rows the worker stored itself (Ray): they do not travel back in `rows`
 
 
 class Extractor(Protocol):
@@ -102,9 +108,8 @@ class BaseExtractor:
                 out.rows.append({**key_of(item), **self.extract(item)})
             except ClipError as e:
                 out.failures.append(failure(item, self.kind, e.reason, e.detail))
-            except Exception as e:  # noqa: BLE001 - a bad clip must never stop the corpus
-                out.failures.append(failure(item, self.kind, f"error:{type(e).__name__}",
-                                            f"{e}\n{traceback.format_exc(limit=3)}"))
+            except Exception as e:  # noqa: BLE001 - not a known clip fault: retried, never cached as done
+                out.errors.append(error_row(item, self.kind, e))
         return out
 
 
@@ -129,6 +134,15 @@ def key_of(item: dict) -> dict:
 def failure(item: dict, stage: str, reason: str, detail: str = "") -> dict:
     return ledger_row(item["corpus"], item["path"], stage, reason, detail, clip_id=item["clip_id"],
                       variant=item["variant"], content_hash=item["content_hash"])
+
+
+def error_row(item: dict, stage: str, e: BaseException) -> dict:
+    """The retryable ledger row of an item hit by an unexpected exception."""
+    return failure(item, stage, f"{RETRYABLE}{type(e).__name__}", f"{e}\n{traceback.format_exc(limit=3)}")
+
+
+def is_retried(reason: str) -> bool:
+    return reason.startswith(RETRIED_REASONS)
 
 
 def full_schema(extractor: Extractor) -> pa.Schema:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pipelines.extractor import Extractor, Resources, Result, build, failure
+from pipelines.extractor import RETRYABLE, Extractor, Resources, Result, build, failure
 from pipelines.rowcheck import reject_garbage
 
 Member = tuple[str, str, dict]      # (feature set, extractor kind, extractor params)
@@ -34,10 +34,15 @@ class ExtractorGroup:
         out = {fs: Result() for fs in self.extractors}
         for unit in units:
             produced: dict[str, dict] = {}
+            errored: set[str] = set()
             for fs in unit["feature_sets"]:
                 extractor = self.extractors[fs]
                 inputs = {**(unit.get("inputs") or {}), **produced}
                 lacking = [up for up in extractor.requires if up not in inputs]
+                if lacking and lacking[0] in errored:   # upstream hit a transient error: retried together
+                    out[fs].errors.append(failure(unit, extractor.kind, f"{RETRYABLE}upstream",
+                                                  f"{lacking[0]} hit a retryable error on this clip"))
+                    continue
                 if lacking:     # the upstream set failed on this clip just now: its ledger row says why
                     out[fs].failures.append(failure(unit, extractor.kind, f"missing_input:{lacking[0]}",
                                                     f"{lacking[0]} failed on this clip in the same run"))
@@ -46,7 +51,10 @@ class ExtractorGroup:
                 result = reject_garbage(extractor, [item], extractor.process([item]))   # never store garbage
                 out[fs].rows += result.rows
                 out[fs].failures += result.failures
+                out[fs].errors += result.errors
                 if result.rows:
                     produced[fs] = result.rows[0]
+                if result.errors:
+                    errored.add(fs)
         return out
 

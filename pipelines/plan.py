@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
+import logging
 import math
 import time
-import uuid
 from dataclasses import dataclass
 
-import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from features.audio_io import MIN_DURATION_S
+from pipelines.code_identity import code_identity
 from pipelines.config import feature_config, paths
 from pipelines.engines import get_engine
-from pipelines.extractor import (Extractor, Result, build, extractor_class, fingerprint, full_schema, key_of,
-                                 modality_of, variant_modality)
+from pipelines.extractor import (RETRIED_REASONS, RETRYABLE, Extractor, build, extractor_class, failure, fingerprint,
+                                 full_schema, key_of, modality_of, variant_modality)
 from pipelines.group import Member
-from pipelines.manifest import LEDGER_SCHEMA, ledger_row, read_corpus_root, read_manifest
+from pipelines.manifest import ledger_row, read_corpus_root, read_manifest
+from pipelines.sink import GroupSink, StoreSink
 from pipelines.store import FeatureStore
+from pipelines.store.compaction import compact
 
 N_PEERS = 3          # babble talkers (features.augment_audio.MIN_BABBLE_TALKERS)
 PEER_SPARES = 5      # further candidates, used when a talker turns out unusable at extraction
@@ -33,7 +34,7 @@ PEER_STRIDE = 7
 # babble talkers (2: distinct, usable, with spares); upstream fallback (2: clean rows only across modalities).
 PEERS_VERSION = 2
 FALLBACK_VERSION = 2
-RETRIED_REASONS = ("missing_input:",)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class ExtractSummary:
     already_done: int = 0
     extracted: int = 0
     failed: int = 0
+    retryable: int = 0      # items that failed for a reason not their own (worker lost, I/O, ...): retried next run
     removed: int = 0
     seconds: float = 0.0
 
@@ -73,6 +75,14 @@ def _peers(pool: list[dict], root, clip_id: str) -> list[str]:
     return [str(root / others[(start + k * stride) % n]["path"]) for k in range(min(N_PEERS + PEER_SPARES, n))]
 
 
+NOT_COMPUTING = ("resources", "device", "max_batch", "batch_size")    # where a row is computed, and how batched
+
+
+def _computing(params: dict) -> dict:
+    """The params that change what is computed (the fingerprint's share of the params)."""
+    return {k: v for k, v in params.items() if k not in NOT_COMPUTING}
+
+
 def config_fingerprint(params: dict, feature_set: str, store: FeatureStore, corpus: str,
                        upstream_fps: dict[str, str] | None = None) -> tuple[Extractor, str, dict]:
     """The feature set's extractor, fingerprint and part metadata. An upstream set's fingerprint comes from
@@ -87,8 +97,9 @@ def config_fingerprint(params: dict, feature_set: str, store: FeatureStore, corp
     if extractor.requires and any(variant_modality(v) == extractor.modality for v in fcfg["variants"]):
         rules["upstream_fallback"] = FALLBACK_VERSION
     plan = {"plan": rules} if rules else {}
-    config = {"params": fcfg["params"], "variants": sorted(fcfg["variants"]), "augment": augment, "upstream": upstream,
-              **plan}
+    code = code_identity(type(extractor).__module__)
+    config = {"params": _computing(fcfg["params"]), "variants": sorted(fcfg["variants"]), "augment": augment,
+              "upstream": upstream, "code": code, **plan}
     # An extractor whose weights are not pinned by its params alone (a Hub model, a local model folder) says which
     # files it uses: they join the fingerprint, so new weights under the same name re-extract, and the metadata.
     provenance = extractor.provenance() if hasattr(extractor, "provenance") else None
@@ -96,8 +107,8 @@ def config_fingerprint(params: dict, feature_set: str, store: FeatureStore, corp
         config["provenance"] = provenance
     fp = fingerprint(extractor.kind, extractor.version, config)
     meta = {"kind": extractor.kind, "version": extractor.version, "params": fcfg["params"],
-            "variants": fcfg["variants"], "augment": augment, "upstream": upstream, **plan, "fingerprint": fp,
-            **({"provenance": provenance} if provenance is not None else {})}
+            "variants": fcfg["variants"], "augment": augment, "upstream": upstream, "code": code, **plan,
+            "fingerprint": fp, **({"provenance": provenance} if provenance is not None else {})}
     return extractor, fp, meta
 
 
@@ -172,60 +183,6 @@ def _attach_inputs(items: list[dict], extractor: Extractor, stored: _StoredRows,
     return ready, missing
 
 
-class StoreSink:
-    """Receives batch results from an engine and writes them as atomic parts of about `chunk_size` rows."""
-
-    def __init__(self, store: FeatureStore, feature_set: str, corpus: str, schema: pa.Schema, meta: dict,
-                 chunk_size: int, progress=None, task=None):
-        self.store, self.feature_set, self.corpus = store, feature_set, corpus
-        self.schema, self.meta, self.chunk_size = schema, meta, chunk_size
-        self.progress, self.task = progress, task
-        self.rows: list[dict] = []
-        self.failures: list[dict] = []
-
-    def __call__(self, result: Result) -> None:
-        self.rows += result.rows
-        self.failures += result.failures
-        if self.progress is not None:
-            self.progress.advance(self.task, len(result.rows) + len(result.failures))
-        if len(self.rows) + len(self.failures) >= self.chunk_size:
-            self.flush()
-
-    def flush(self) -> None:
-        # The ledger goes first: its keys and the part's keys are disjoint, so either order is safe to resume.
-        self.store.write_ledger(self.feature_set, self.corpus, self.failures, self.meta)
-        self.store.write_part(self.feature_set, self.corpus,
-                              pa.Table.from_pylist(self.rows, schema=self.schema), self.meta)
-        self.rows, self.failures = [], []
-
-    def beam_targets(self) -> dict:
-        run = uuid.uuid4().hex[:12]
-        d = self.store.dir(self.feature_set, self.corpus)
-        d.mkdir(parents=True, exist_ok=True)
-        meta = {b"aver": json.dumps({**self.meta, "feature_set": self.feature_set, "corpus": self.corpus},
-                                    sort_keys=True).encode()}
-        return {"part_prefix": str(d / f"part-{run}"), "part_schema": self.schema.with_metadata(meta),
-                "ledger_prefix": str(d / f"ledger-{run}"), "ledger_schema": LEDGER_SCHEMA.with_metadata(meta)}
-
-
-class GroupSink:
-    """Routes each batch's {feature_set: Result} to that feature set's StoreSink."""
-
-    def __init__(self, sinks: dict[str, StoreSink]):
-        self.sinks = sinks
-
-    def __call__(self, results: dict[str, Result]) -> None:
-        for fs, result in results.items():
-            self.sinks[fs](result)
-
-    def flush(self) -> None:
-        for sink in self.sinks.values():
-            sink.flush()
-
-    def beam_targets(self) -> dict[str, dict]:
-        return {fs: sink.beam_targets() for fs, sink in self.sinks.items()}
-
-
 @dataclass
 class _Job:
     """One feature set's share of a run: what it still needs and where its results go."""
@@ -239,6 +196,12 @@ class _Job:
     @property
     def member(self) -> Member:
         return self.feature_set, self.extractor.kind, self.meta["params"]
+
+
+def _counts(store: FeatureStore, feature_set: str, corpus: str) -> dict[str, int]:
+    """Distinct feature rows and ledger rows (a batch Ray retried after its actor died may be stored twice)."""
+    return {"rows": store.read(feature_set, corpus, columns=["clip_id", "variant"]).num_rows,
+            "failed": store.read(feature_set, corpus, "ledger", columns=["clip_id", "variant"]).num_rows}
 
 
 def upstream_first(params: dict, feature_sets: list[str]) -> list[str]:
@@ -269,7 +232,7 @@ def _prepare(params: dict, feature_set: str, corpus: str, store: FeatureStore, e
     summary.removed = store.prune(feature_set, corpus, fp, planned, retry_reasons=RETRIED_REASONS)
     done = store.done_keys(feature_set, corpus, fp)
     summary.already_done = len(done)
-    before = store.info(feature_set, corpus)     # the run's new ledger rows include those for absent modalities
+    before = _counts(store, feature_set, corpus)     # the run's new ledger rows include those for absent modalities
     store.write_ledger(feature_set, corpus, [a for a in absent if (a["clip_id"], a["variant"]) not in done], meta)
     todo = [i for i in items if (i["clip_id"], i["variant"]) not in done][:limit]
     return _Job(feature_set, extractor, meta, summary, todo, before)
@@ -312,8 +275,24 @@ def _run_pass(params: dict, jobs: list[_Job], units: list[dict], store: FeatureS
                                         progress=bar, task=bar.add_task(job.feature_set, total=len(job.todo)))
              for job in jobs}
     sink = GroupSink(sinks)
-    get_engine(engine).run([job.member for job in jobs], units, sink, options)
+    crash = ""
+    try:
+        get_engine(engine).run([job.member for job in jobs], units, sink, options)
+    except Exception as e:  # noqa: BLE001 - the engine itself failed (cluster lost): keep what came back
+        log.exception("the %s engine failed; the items it did not finish are recorded as retryable", engine)
+        crash = f": the {engine} engine failed ({type(e).__name__}: {e})"
     sink.flush()
+    _record_lost(jobs, units, store, corpus, crash)
+
+
+def _record_lost(jobs: list[_Job], units: list[dict], store: FeatureStore, corpus: str, crash: str) -> None:
+    """Units the engine never returned (a worker or node lost for good) become retryable ledger rows."""
+    for job in jobs:
+        present = store.done_keys(job.feature_set, corpus, job.meta["fingerprint"], include_retried=True)
+        lost = [failure(u, job.extractor.kind, f"{RETRYABLE}lost", f"no result came back for this item{crash}")
+                for u in units if job.feature_set in u["feature_sets"]
+                and (u["clip_id"], u["variant"]) not in present]
+        store.write_ledger(job.feature_set, corpus, lost, job.meta)
 
 
 def run_extractions(params: dict, feature_sets: list[str], corpus: str, engine: str | None = None,
@@ -324,7 +303,8 @@ def run_extractions(params: dict, feature_sets: list[str], corpus: str, engine: 
     t0 = time.perf_counter()
     eng_cfg = params.get("engine", {})
     engine = engine or eng_cfg.get("name", "local")
-    options = {**eng_cfg.get(engine, {}), **(engine_options or {})}
+    common = {k: eng_cfg[k] for k in ("retry", "compact_mb") if k in eng_cfg}    # for every engine
+    options = {**common, **eng_cfg.get(engine, {}), **(engine_options or {})}
     p = paths(params)
     store = FeatureStore(p["store"], p["manifests"])
     jobs: list[_Job] = []
@@ -347,10 +327,15 @@ def run_extractions(params: dict, feature_sets: list[str], corpus: str, engine: 
         if later:
             second = [{**item, "feature_sets": [job.feature_set]} for job in later for item in job.todo]
             _run_pass(params, later, second, store, corpus, engine, options, bar)
+    if options.get("compact_mb"):
+        for job in jobs:
+            compact(store, job.feature_set, corpus, int(options["compact_mb"] * 2**20))
     for job in jobs:
-        after = store.info(job.feature_set, corpus)
+        after = _counts(store, job.feature_set, corpus)
+        reasons = store.read(job.feature_set, corpus, "ledger", columns=["reason"]).column("reason").to_pylist()
+        job.summary.retryable = sum(r.startswith(RETRYABLE) for r in reasons)
         job.summary.extracted = after["rows"] - job.before["rows"]
-        job.summary.failed += after["failed"] - job.before["failed"]
+        job.summary.failed += after["failed"] - job.before["failed"] - job.summary.retryable
         job.summary.seconds = time.perf_counter() - t0
     return [job.summary for job in jobs]
 

@@ -62,7 +62,7 @@ def row_bad_columns(row: dict, extractor: Extractor) -> list[str]:
 def reject_garbage(extractor: Extractor, items: list[dict], result: Result) -> Result:
     """`result` with every row that breaks the promise moved to the ledger (reason `non_finite_features`)."""
     by_key = {(i["clip_id"], i["variant"]): i for i in items}
-    out = Result(failures=list(result.failures))
+    out = Result(failures=list(result.failures), errors=list(result.errors))
     for row in result.rows:
         columns = row_bad_columns(row, extractor)
         if columns:

@@ -1,12 +1,21 @@
-"""Store reader: join on (clip_id, variant), variant fallback by modality, missing modality as nulls."""
+"""Store reader: join on (clip_id, variant), variant fallback by modality, missing modality as nulls, projected
+reads; compaction."""
 import hashlib
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from pipelines.extractor import variant_modality
 from pipelines.manifest import MANIFEST_SCHEMA, to_table
-from pipelines.store import FeatureStore
+from pipelines.store import FeatureStore, compaction
+from training.data import columns_to_read
 
 
 def _store(tmp_path) -> FeatureStore:
@@ -101,3 +110,146 @@ def test_rows_are_checked_where_a_worker_accepts_them():
     assert [(f["variant"], f["reason"]) for f in out.failures] == [("blur", "non_finite_features"),
                                                                     ("jpeg", "non_finite_features")]
     assert out.failures[0]["detail"].endswith("where numbers are due: scores")
+
+
+def _bytes_read() -> int:
+    """Bytes this process has read through read syscalls so far (Linux /proc/self/io `rchar`, every thread)."""
+    return int(next(line.split()[1] for line in open("/proc/self/io") if line.startswith("rchar")))
+
+
+def _big_store(tmp_path) -> FeatureStore:
+    """Two parts of the `faces` set, one per variant, each with ~4 MB of incompressible crops and a scalar."""
+    store = _store(tmp_path)
+    rng = np.random.default_rng(0)
+    for variant in ("clean", "blur"):
+        store.write_part("faces", "c", pa.table({
+            "clip_id": [f"c/{i}" for i in range(3)], "variant": [variant] * 3, "content_hash": ["h"] * 3,
+            "face_fraction": [0.5] * 3, "crops": [rng.bytes(1_400_000) for _ in range(3)]}),
+            {"kind": "faces", "fingerprint": "f"})
+    return store
+
+
+def test_load_reads_only_the_requested_columns_and_rows(tmp_path):
+    store = _big_store(tmp_path)
+    store.load(["faces"], ["c"], ("clean",), columns={"faces": ["face_fraction"]})    # imports done before counting
+    start = _bytes_read()
+    df = store.load(["faces"], ["c"], ("clean",), columns={"faces": ["face_fraction"]})
+    projected = _bytes_read() - start
+    assert list(df["faces.face_fraction"]) == [0.5] * 3 and "faces.crops" not in df
+    assert projected < 1_500_000, projected           # footers only: neither crops column (4.2 MB each) read
+    start = _bytes_read()
+    df = store.load(["faces"], ["c"], ("clean",), columns={"faces": ["crops"]})
+    one_variant = _bytes_read() - start
+    assert df["faces.crops"].map(len).tolist() == [1_400_000] * 3
+    assert 4_200_000 < one_variant < 6_000_000, one_variant   # the blur part is skipped by its statistics
+    only_s1 = store.load(["faces"], ["c"], ("clean", "blur"), columns={"faces": ["face_fraction"]},
+                         speakers=["c/s1"])
+    assert sorted(only_s1["clip_id"]) == ["c/1", "c/1"]
+
+
+def _content(store: FeatureStore, kind: str = "part") -> list[dict]:
+    return sorted(store.read("faces", "c", kind).to_pylist(), key=lambda r: (r["clip_id"], r["variant"]))
+
+
+def test_compaction_keeps_the_content_and_readers_never_see_a_half_state(tmp_path):
+    store = _store(tmp_path)
+    for i in range(6):
+        store.write_part("faces", "c", pa.table({"clip_id": [f"c/{i}"], "variant": ["clean"], "content_hash": ["h"],
+                                                 "x": [float(i)]}), {"kind": "faces", "fingerprint": "f"})
+    store.write_ledger("faces", "c", [{"corpus": "c", "clip_id": "c/9", "variant": "clean", "path": "9.mp4",
+                                       "stage": "faces", "reason": "no_face", "content_hash": "h"}],
+                       {"kind": "faces", "fingerprint": "f"})
+    before, ledger = _content(store), _content(store, "ledger")
+    listed_early = store.shards("faces", "c")                  # a reader that listed before the compaction
+    group = compaction.plan_groups(store.shards("faces", "c"), compaction.TARGET_BYTES)
+    assert [len(g) for g in group] == [6]                      # the single ledger file is left alone
+    compaction.publish(store, "faces", "c", group[0])          # killed here: merged file live, small ones still there
+    assert _content(store) == before and len(store.shards("faces", "c")) == 2
+    compaction.retire(store, group[0])
+    assert _content(store) == before and not any(s.path.exists() for s in listed_early if s.kind == "part")
+    assert _content(store, "ledger") == ledger and store.verify("faces", "c").ok
+
+
+def test_readers_keep_working_while_compaction_runs(tmp_path):
+    store = _store(tmp_path)
+    for i in range(40):
+        store.write_part("faces", "c", pa.table({"clip_id": [f"c/{i:02d}"], "variant": ["clean"],
+                                                 "content_hash": ["h"], "x": [float(i)]}),
+                         {"kind": "faces", "fingerprint": "f"})
+    before = _content(store)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(compaction.compact, store, "faces", "c", 4000)   # a few merged files
+        reads = 0
+        while not running.done() or reads < 3:
+            assert _content(store) == before
+            reads += 1
+        report = running.result()
+    assert report.files_before == 40 and report.files_after < 40 and _content(store) == before
+    again = compaction.compact(store, "faces", "c")
+    assert again.files_after == 1 and _content(store) == before
+
+
+def test_training_reads_face_crops_only_when_a_model_names_them(tmp_path):
+    store = _big_store(tmp_path)
+    store.write_ledger("faces", "c", [{"corpus": "c", "clip_id": "c/9", "variant": "clean", "path": "9.mp4",
+                                       "stage": "faces", "reason": "no_face", "content_hash": "h"}], {"kind": "faces"})
+    cfg = {"modalities": {"video": {"faces": ["face_fraction"]}}, "models": {"lgbm_video": {}}}
+    assert columns_to_read(store, ["faces"], ["c"], cfg) == {"faces": ["clip_id", "variant", "content_hash",
+                                                                       "face_fraction"]}
+    cfg["models"]["cnn"] = {"features": {"video": {"faces": ["crops"]}}}
+    assert "crops" in columns_to_read(store, ["faces"], ["c"], cfg)["faces"]
+
+
+def test_torch_dataset_restores_shapes_and_pads_series(tmp_path):
+    from torch.utils.data import DataLoader, Subset
+
+    from pipelines.store.torch_dataset import StoreDataset, collate
+    store = _store(tmp_path)
+    store.write_part("mel", "c", pa.table({
+        "clip_id": ["c/0", "c/1"], "variant": ["clean"] * 2, "content_hash": ["h"] * 2, "energy": [1.0, 2.0],
+        "mel": [list(range(2 * 3)), list(range(2 * 5))], "mel_shape": [[2, 3], [2, 5]]}),
+        {"kind": "logmel", "fingerprint": "f"})
+    ds = StoreDataset(store, ["mel"], ["c"], time_axis={"mel.mel": 1})
+    assert ds[0]["mel.mel"].shape == (3, 2) and ds[0]["mel.mel"][1, 0] == 1.0   # [2, 3] restored, time first
+    assert ds[2]["mel.mel"] is None and ds.classes == ["sad"]                  # c/2 has no row
+    batch = next(iter(DataLoader(Subset(ds, [0, 1]), batch_size=2, collate_fn=collate)))
+    assert batch["mel.mel"].shape == (2, 5, 2) and batch["mel.mel.length"].tolist() == [3, 5]
+    assert batch["mel.energy"].tolist() == [1.0, 2.0] and batch["label"].tolist() == [0, 0]
+
+
+def test_two_writers_at_once_lose_nothing_and_duplicate_nothing(tmp_path):
+    import failing_extractors
+    cfg = failing_extractors.corpus(tmp_path / "corpus", tmp_path / "manifests")
+    params = {"paths": {"manifests": str(tmp_path / "manifests"), "store": str(tmp_path / "store")},
+              "corpora": {"c": cfg}, "engine": {"name": "local", "chunk_size": 1},
+              "features": {"f": {"extractor": "slow", "params": {"seconds": 0.3}}}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    tests = Path(__file__).parent
+    code = ("import sys, yaml, failing_extractors\nfailing_extractors.register()\n"
+            "from pipelines.plan import run_extraction\n"
+            "run_extraction(yaml.safe_load(open(sys.argv[1])), 'f', 'c', progress=False)\n")
+    env = {**os.environ, "PYTHONPATH": f"{tests}:{tests.parent}"}
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "p.yaml")], env=env) for _ in range(2)]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    store = FeatureStore(tmp_path / "store", tmp_path / "manifests")
+    assert store.info("f", "c")["rows"] > failing_extractors.N_CLIPS, "the two runs should have overlapped"
+    rows = store.read("f", "c").to_pylist()
+    assert sorted(r["clip_id"] for r in rows) == sorted(f"c/s{i % 2}_happy_{i}" for i in range(6))   # each once
+    compaction.compact(store, "f", "c")
+    assert store.verify("f", "c").ok and store.read("f", "c").to_pylist() == sorted(rows, key=lambda r: r["clip_id"])
+
+
+def test_store_compact_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    store = _store(tmp_path)
+    store.write_part("audio", "c", pa.table({"clip_id": ["c/1"], "variant": ["white_snr5"], "content_hash": ["h"],
+                                             "x": [1.0]}), {"kind": "logmel", "fingerprint": "f"})
+    before = {fs: store.read(fs, "c").to_pylist() for fs in ("audio", "video")}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"paths": {"store": str(tmp_path / "s"),
+                                                               "manifests": str(tmp_path / "m")}}))
+    out = CliRunner().invoke(app, ["store", "compact", "audio", "-c", "c", "--params", str(tmp_path / "p.yaml")])
+    assert out.exit_code == 0, out.output
+    assert len(store.shards("audio", "c")) == 1 and len(store.shards("video", "c")) == 1     # only `audio` merged
+    assert sorted(store.read("audio", "c").to_pylist(), key=str) == sorted(before["audio"], key=str)

@@ -5,7 +5,8 @@ feature columns. A modality (audio, video) is a selection of those columns, from
     {"egemaps_functionals": ["*"], "faces": ["stat_*", "face_fraction"], "fer_embedding": ["emb_mean"]}
 (feature set -> column globs). Globs select scalar (numeric) columns, one input each; a fixed-length list column
 (`emb_mean`) is an input per element when named exactly. Frame series and 2-D arrays are read with
-`Frame.sequence`. Missing values (a clip missing from a feature set) stay NaN.
+`Frame.sequence`. Missing values (a clip missing from a feature set) stay NaN. `columns_to_read` is the store
+projection of a training config: images (face crops) are left on disk unless a model names them.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from sklearn.utils.class_weight import compute_sample_weight
 
 from pipelines.errors import BadParams, UnknownName
@@ -141,6 +143,37 @@ class Frame:
             out.append(arr.reshape(len(arr), -1))
         width = next((a.shape[1] for a in out if a is not None), 0)
         return [a if a is not None else np.zeros((0, width), np.float32) for a in out]
+
+
+def columns_to_read(store, feature_sets: list[str], corpora: list[str], cfg: dict) -> dict[str, list[str]]:
+    """The store columns training reads: every column of the feature sets except images (binary columns such as
+    face crops, the bulk of a faces store), which are read only when the config names them."""
+    named = set(_strings(cfg))
+    out: dict[str, list[str]] = {}
+    for fs in feature_sets:
+        parts = [s for c in corpora for s in store.shards(fs, c) if s.kind == "part"]
+        fields = {f.name: f.type for s in parts for f in s.schema}
+        if fields:
+            out[fs] = [n for n, t in fields.items() if not _is_image(t) or n in named]
+    return out
+
+
+def _is_image(t: pa.DataType) -> bool:
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        t = t.value_type
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
+def _strings(node):
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(node, (list, tuple)):
+        for v in node:
+            yield from _strings(v)
 
 
 def names_of(layout: Layout) -> list[str]:

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from pipelines.errors import BadParams
 from pipelines.manifest import LEDGER_SCHEMA, ledger_row, to_table, write_atomic
-from training.data import Frame
+from training.data import Frame, columns_to_read
 from training.evaluate import write_evaluation
 from training.models import MODALITIES, build, build_regressor, model_modalities, save_model
 from training.splits import Fold, make_fold, make_folds, resolve_labels, select_labels, with_inner_validation
@@ -57,8 +57,10 @@ def train(cfg: dict, store, out_dir: Path) -> dict:
     models_cfg = expand_members(cfg["models"])
     test_variants = _unique(["clean", *cfg["robustness_variants"]])
     train_variants = _unique(cfg["train_variants"])
-    df = store.load(feature_sets=sorted(needed_feature_sets(cfg)), corpora=list(cfg["corpora"]),
-                    variants=tuple(_unique(test_variants + train_variants)))
+    sets = sorted(needed_feature_sets(cfg))
+    df = store.load(feature_sets=sets, corpora=list(cfg["corpora"]),
+                    variants=tuple(_unique(test_variants + train_variants)),
+                    columns=columns_to_read(store, sets, list(cfg["corpora"]), cfg))
     df = df[~df["speaker"].isin(cfg["exclude_speakers"])]
     if df.empty:
         raise BadParams(f"the store has no rows for corpora {cfg['corpora']}")

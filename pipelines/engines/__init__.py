@@ -1,7 +1,8 @@
 """Engines run an extractor group (pipelines/group.py) over work units and hand each batch's results to a sink.
 
 All engines share one contract: `run(members, units, sink, options)`; `sink({feature_set: Result})` is called in
-the driver for every processed batch (local, Ray) or, for Beam, rows are written by Beam's parquetio.
+the driver for every processed batch (local; Ray with the feature rows already stored by the actor, `written`
+counting them) or, for Beam, rows are written by Beam's parquetio.
 """
 from __future__ import annotations
 

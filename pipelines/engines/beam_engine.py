@@ -1,5 +1,7 @@
 """Apache Beam engine: `DoFn.setup` builds the extractor group once per worker; each feature set's rows and ledger
 rows leave the DoFn as tagged outputs and are written by Beam's parquetio (temporary files renamed at finalisation, so a killed run leaves no partial shard).
+Unexpected exceptions are retried in the DoFn (pipelines/engines/retry.py) and leave as retryable ledger rows;
+a dead worker's bundle is retried by the runner.
 
 Runner and pipeline options pass through (`options["runner"]`, `options["pipeline_args"]`): DirectRunner in
 multi-process mode here; FlinkRunner, SparkRunner or DataflowRunner on a cluster (the store must then be on a
@@ -13,6 +15,7 @@ from typing import Callable
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines.engines.retry import RetryPolicy, process_with_retries
 from pipelines.extractor import Result, limit_threads
 from pipelines.group import ExtractorGroup, Member
 
@@ -23,8 +26,8 @@ def _tags(index: int) -> tuple[str, str]:
 
 
 class ExtractDoFn(beam.DoFn):
-    def __init__(self, members: list[Member]):
-        self.members = members
+    def __init__(self, members: list[Member], policy: RetryPolicy):
+        self.members, self.policy = members, policy
 
     def setup(self):
         self.group = ExtractorGroup(self.members)
@@ -32,12 +35,12 @@ class ExtractDoFn(beam.DoFn):
         self.group.setup()
 
     def process(self, batch):
-        results = self.group.process([pickle.loads(b) for b in batch])
+        results = process_with_retries(self.group, [pickle.loads(b) for b in batch], self.policy)
         for index, (fs, _, _) in enumerate(self.members):
             rows_tag, failures_tag = _tags(index)
             for row in results[fs].rows:
                 yield beam.pvalue.TaggedOutput(rows_tag, row)
-            for failure in results[fs].failures:
+            for failure in results[fs].failures + results[fs].errors:
                 yield beam.pvalue.TaggedOutput(failures_tag, failure)
 
 
@@ -57,7 +60,7 @@ def run(members: list[Member], units: list[dict], sink: Callable[[dict[str, Resu
         out = (p
                | "Units" >> beam.Create([pickle.dumps(u) for u in units], reshuffle=True)
                | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
-               | "Extract" >> beam.ParDo(ExtractDoFn(members)).with_outputs(*tags))
+               | "Extract" >> beam.ParDo(ExtractDoFn(members, RetryPolicy.of(options))).with_outputs(*tags))
         for index, (fs, _, _) in enumerate(members):
             rows_tag, failures_tag = _tags(index)
             _ = out[rows_tag] | f"WriteRows{index}" >> beam.io.WriteToParquet(

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from pipelines.engines import batches
+from pipelines.engines.retry import RetryPolicy, process_with_retries
 from pipelines.extractor import Result, limit_threads
 from pipelines.group import ExtractorGroup, Member
 
@@ -12,5 +13,6 @@ def run(members: list[Member], units: list[dict], sink: Callable[[dict[str, Resu
     group = ExtractorGroup(members)
     limit_threads(group.resources)
     group.setup()
+    policy = RetryPolicy.of(options)
     for batch in batches(units, group.resources.batch_size):
-        sink(group.process(batch))
+        sink(process_with_retries(group, batch, policy))

@@ -1,0 +1,111 @@
+"""How the driver and the store scale with the number of clips (no media: the extractor computes nothing).
+
+    python benchmarks/scale.py --clips 1000 5000 20000
+
+For each corpus size, in a fresh process: a manifest of N synthetic clips is written directly, then one local-engine
+extraction of a synthetic feature set (88 float32 scalars like eGeMAPS + a 400-frame float32 series per clip, made
+from the clip id, no decoding) into a fresh store, `engine.chunk_size` rows per file. Reported: the driver's peak RSS
+(planning, units, sink: everything but the extractors' own work; with the peak after imports, for reference),
+rows/s of the whole run (planning + writing), the number of files before and after compaction (target 128 MiB),
+and `FeatureStore.load` of one scalar column vs the whole table (seconds and bytes read through read syscalls,
+/proc/self/io).
+"""
+from __future__ import annotations
+
+import _setup  # noqa: F401  (repository on sys.path)
+
+import argparse
+import hashlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.extractor import REGISTRY, BaseExtractor
+from pipelines.manifest import MANIFEST_SCHEMA, to_table
+
+FRAMES = 400
+
+
+class Synthetic(BaseExtractor):
+    """88 scalars and a frame series derived from the clip id: the store's work without any media work."""
+    kind = "synthetic"
+
+    def schema(self) -> pa.Schema:
+        return pa.schema([(f"f{i}", pa.float32()) for i in range(88)] + [("series", pa.list_(pa.float32()))])
+
+    def extract(self, item: dict) -> dict:
+        rng = np.random.default_rng(int(hashlib.sha256(item["clip_id"].encode()).hexdigest()[:8], 16))
+        values = rng.standard_normal(88 + FRAMES).astype(np.float32)
+        return {**{f"f{i}": float(values[i]) for i in range(88)}, "series": values[88:].tolist()}
+
+
+def _manifest(folder: Path, n: int) -> None:
+    rows = [{"clip_id": f"syn/{i:07d}", "corpus": "syn", "path": f"{i:07d}.wav", "speaker": f"syn/s{i % 50}",
+             "emotion": "neutral", "has_audio": True, "has_video": False, "duration": 2.0,
+             "content_hash": hashlib.sha256(str(i).encode()).hexdigest()} for i in range(n)]
+    folder.mkdir(parents=True)
+    pq.write_table(to_table(rows, MANIFEST_SCHEMA).replace_schema_metadata({b"aver.root": str(folder).encode()}),
+                   folder / "syn.parquet")
+
+
+def _bytes_read() -> int:
+    return int(next(line.split()[1] for line in open("/proc/self/io") if line.startswith("rchar")))
+
+
+def one_size(n: int, chunk: int) -> dict:
+    from pipelines.plan import run_extraction
+    from pipelines.store import FeatureStore
+    from pipelines.store.compaction import compact
+    import torch  # noqa: F401  (the local engine's thread pinning imports it: part of the baseline, not of the run)
+    REGISTRY["synthetic"] = "scale:Synthetic"
+    baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tmp = Path(tempfile.mkdtemp(prefix="aver-scale-"))
+    _manifest(tmp / "manifests", n)
+    params = {"paths": {"manifests": str(tmp / "manifests"), "store": str(tmp / "store")},
+              "engine": {"name": "local", "chunk_size": chunk},
+              "features": {"syn": {"extractor": "synthetic", "params": {}}}}
+    t0 = time.perf_counter()
+    summary = run_extraction(params, "syn", "syn", progress=False)
+    seconds = time.perf_counter() - t0
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    store = FeatureStore(tmp / "store", tmp / "manifests")
+    files_before = len(store.shards("syn", "syn"))
+    report = compact(store, "syn", "syn")
+    out = {"clips": n, "rows": summary.extracted, "seconds": round(seconds, 1), "rows_per_s": round(n / seconds),
+           "driver_peak_rss_mb": round(rss_mb), "rss_after_imports_mb": round(baseline_mb),
+           "files_before": files_before, "files_after": report.files_after}
+    for label, columns in (("one_column", {"syn": ["f0"]}), ("whole_table", None)):
+        start, t0 = _bytes_read(), time.perf_counter()
+        df = store.load(["syn"], ["syn"], columns=columns)
+        out[f"load_{label}_s"] = round(time.perf_counter() - t0, 2)
+        out[f"load_{label}_mb"] = round((_bytes_read() - start) / 2**20, 1)
+        assert len(df) == n
+    subprocess.run(["rm", "-rf", str(tmp)], check=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", type=int, nargs="+", default=[1000, 5000, 20000])
+    ap.add_argument("--chunk-size", type=int, default=32, help="rows per file written by a run (params default)")
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)      # internal: measure one size in this process
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one_size(args.one, args.chunk_size)))
+        return
+    for n in args.clips:
+        done = subprocess.run([sys.executable, __file__, "--one", str(n), "--chunk-size", str(args.chunk_size)],
+                              capture_output=True, text=True, check=True)
+        print(done.stdout.strip().splitlines()[-1], flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Reading the store: only the columns and rows asked for.
+
+Every read is a `pyarrow.dataset` over the live files of one feature set x corpus, with the column projection and
+a row filter pushed down to the Parquet reader (a column not asked for is never read from disk; row groups whose
+statistics exclude the filter are skipped). A compaction may retire listed files during a read: the read is then
+done again (see `read`).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from pipelines.extractor import modality_of, variant_modality
+from pipelines.manifest import LEDGER_SCHEMA, read_manifest
+
+if TYPE_CHECKING:
+    from pipelines.store.table import FeatureStore
+
+KEY = ["clip_id", "variant"]
+LABEL_COLUMNS = ["clip_id", "corpus", "speaker", "emotion", "emotion_orig", "split",
+                 "valence", "arousal", "dominance", "has_audio", "has_video", "duration"]
+LISTING_ATTEMPTS = 50
+
+
+def _live(store: "FeatureStore", feature_set: str, corpus: str, kind: str) -> list:
+    return [s for s in store.shards(feature_set, corpus) if s.kind == kind]
+
+
+def read(store: "FeatureStore", feature_set: str, corpus: str, kind: str = "part", columns: list[str] | None = None,
+         filter: pc.Expression | None = None) -> pa.Table:
+    """The rows of the live files. A directory listing is not a snapshot: one taken while a compaction retires
+    files may miss both the merged file and a retired one. So the read is accepted only if every file it read is
+    still live afterwards (the merged file was then listed before: it replaces them); else it is read again.
+    Each retry means a compaction step completed, so a finite number of them suffices."""
+    for _ in range(LISTING_ATTEMPTS):
+        shards = _live(store, feature_set, corpus, kind)
+        if not shards:
+            return (LEDGER_SCHEMA if kind == "ledger" else pa.schema([])).empty_table()
+        schema = pa.unify_schemas([s.schema for s in shards], promote_options="permissive")
+        wanted = None if columns is None else [c for c in columns if c in schema.names]  # absent: missing modality
+        try:
+            data = ds.dataset(store.files.names(s.path for s in shards), schema=schema, format="parquet",
+                              filesystem=store.files.fs)
+            table = data.to_table(columns=wanted, filter=filter)
+        except FileNotFoundError:       # retired since the listing
+            continue
+        if {s.path for s in shards} <= {s.path for s in _live(store, feature_set, corpus, kind)}:
+            return first_of_each_key(table)
+    raise RuntimeError(f"{feature_set}/{corpus}: the store kept changing under {LISTING_ATTEMPTS} reads")
+
+
+def first_of_each_key(table: pa.Table) -> pa.Table:
+    """One row per (clip_id, variant): two runs writing the same keys at once both store them (rows are the same
+    bytes whichever engine made them); readers see each key once, and compaction removes the copies."""
+    if not set(KEY) <= set(table.column_names) or table.num_rows == 0:
+        return table
+    index = table.select(KEY).append_column("row", pa.array(range(table.num_rows)))
+    first = index.group_by(KEY, use_threads=False).aggregate([("row", "min")]).column("row_min")
+    return table if len(first) == table.num_rows else table.take(pc.sort_indices(first))
+
+
+def _with_clean_fallback(feats: pd.DataFrame, variants: tuple[str, ...], modality: str | None) -> pd.DataFrame:
+    """Rows of the requested variants. A variant perturbing another modality (noisy audio, for a face feature set)
+    is represented by the clean row; a variant of this feature set's own modality that was not extracted stays
+    missing, so robustness results never silently reuse clean features."""
+    have = set(zip(feats["clip_id"], feats["variant"]))
+    clean = feats[feats["variant"] == "clean"]
+    filled = [feats[feats["variant"].isin(variants)]]
+    for v in variants:
+        if v != "clean" and variant_modality(v) != modality:
+            lacking = [(c, v) not in have for c in clean["clip_id"]]
+            filled.append(clean[lacking].assign(variant=v))
+    return pd.concat(filled, ignore_index=True)
+
+
+def _modality(store: "FeatureStore", feature_set: str, corpus: str) -> str | None:
+    kind = next((s.meta.get("kind") for s in store.shards(feature_set, corpus) if s.kind == "part"), None)
+    return modality_of(kind)     # None: unknown origin
+
+
+def load(store: "FeatureStore", feature_sets: list[str], corpora: list[str], variants: tuple[str, ...] = ("clean",),
+         columns: dict[str, list[str]] | None = None, speakers: list[str] | None = None) -> pd.DataFrame:
+    """Feature sets joined on (clip_id, variant) with the manifest's label columns.
+
+    One row per (clip, requested variant) of the manifests (of the given `speakers` only, when given). A variant of
+    the other modality contributes this feature set's clean row (a noisy-audio variant keeps clean video); a clip
+    or variant missing from a feature set gets nulls there (missing modality). `columns` restricts a feature set
+    to some columns: only those are read from disk, and only the rows of the requested variants and clips.
+    """
+    frames = []
+    for corpus in corpora:
+        labels = read_manifest(store.manifest_dir, corpus).select(LABEL_COLUMNS)
+        if speakers is not None:
+            labels = labels.filter(pc.field("speaker").isin(list(speakers)))
+        labels = labels.to_pandas()
+        base = pd.concat([labels.assign(variant=v) for v in variants], ignore_index=True)
+        rows = pc.field("variant").isin(sorted(set(variants) | {"clean"}))
+        if speakers is not None:
+            rows &= pc.field("clip_id").isin(labels["clip_id"].tolist())
+        for fs in feature_sets:
+            cols = None if not columns or fs not in columns else sorted(set(columns[fs]) | set(KEY))
+            feats = read(store, fs, corpus, columns=cols, filter=rows).to_pandas()
+            if feats.empty:
+                continue
+            feats = _with_clean_fallback(feats.drop(columns="content_hash", errors="ignore"), variants,
+                                         _modality(store, fs, corpus))
+            feats = feats.rename(columns={c: f"{fs}.{c}" for c in feats.columns if c not in KEY})
+            base = base.merge(feats, on=KEY, how="left")
+        frames.append(base)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,245 @@
+"""The store's files: layout, atomic writes, which files are live, incremental bookkeeping and checks.
+
+Layout: `<root>/<feature_set>/<corpus>/part-<id>.parquet` (feature rows) and `ledger-<id>.parquet` (failed
+items); the root is a folder or an object store URI (pipelines/store/files.py). Every file is written atomically
+(temporary name + rename, or one PUT), so a killed run leaves only complete files;
+the next run plans the keys not yet present in any file and every row ends up exactly once.
+Each file's schema metadata (`aver`) records the extractor kind, version, params, fingerprint and creation time;
+a file made by compaction also lists the files it `replaces`: those are no longer live (see compaction.py).
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from pipelines.extractor import RETRIED_REASONS, RETRYABLE, extractor_class, modality_of
+from pipelines.manifest import LEDGER_SCHEMA, now, to_table
+from pipelines.rowcheck import garbage_rows
+from pipelines.store import reader
+from pipelines.store.files import Files
+
+KEY = ["clip_id", "variant"]
+KEY_COLUMNS = ["clip_id", "variant", "content_hash"]
+
+
+@dataclass
+class Shard:
+    path: Path | PurePosixPath
+    kind: str      # "part" or "ledger"
+    meta: dict
+    schema: pa.Schema
+    size: int      # bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta.get("fingerprint", "")
+
+
+@dataclass
+class VerifyReport:
+    feature_set: str
+    corpus: str
+    rows: int = 0
+    failed: int = 0
+    stale: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class FeatureStore:
+    def __init__(self, root: str | Path, manifest_dir: str | Path):
+        self.files = Files(root)
+        self.root = self.files.root
+        self.manifest_dir = Path(manifest_dir)
+
+    # ---- layout -------------------------------------------------------------------------------------------
+    def dir(self, feature_set: str, corpus: str) -> Path | PurePosixPath:
+        return self.root / feature_set / corpus
+
+    def _shard(self, path) -> Shard | None:
+        try:
+            schema = self.files.read_schema(path)
+        except FileNotFoundError:       # retired by a compaction since the listing
+            return None
+        meta = json.loads((schema.metadata or {}).get(b"aver", b"{}"))
+        return Shard(path, path.name.split("-", 1)[0], meta, schema.remove_metadata(), 0)
+
+    def _keys(self, path, with_reason: bool = False):
+        t = self.files.read_table(path, columns=KEY_COLUMNS + (["reason"] if with_reason else []))
+        return zip(*(t.column(n).to_pylist() for n in t.column_names))
+
+    def shards(self, feature_set: str, corpus: str, retired: bool = False) -> list[Shard]:
+        """The live files (or, with `retired`, the files a compacted file replaces that still exist)."""
+        d = self.dir(feature_set, corpus)
+        listed = []
+        for info in self.files.entries(d):
+            name = info.base_name
+            if info.type == pafs.FileType.File and name.startswith(("part-", "ledger-")) and name.endswith(".parquet"):
+                shard = self._shard(d / name)
+                if shard is not None:
+                    shard.size = info.size
+                    listed.append(shard)
+        replaced = {name for s in listed for name in s.meta.get("replaces", [])}
+        return [s for s in listed if (s.path.name in replaced) == retired]
+
+    def feature_sets(self) -> list[str]:
+        return self.files.subfolders(self.root)
+
+    def corpora(self, feature_set: str) -> list[str]:
+        return self.files.subfolders(self.root / feature_set)
+
+    # ---- writing ------------------------------------------------------------------------------------------
+    def write_part(self, feature_set: str, corpus: str, table: pa.Table, meta: dict) -> Path | None:
+        return self._write("part", feature_set, corpus, table, meta)
+
+    def write_ledger(self, feature_set: str, corpus: str, rows: list[dict], meta: dict) -> Path | None:
+        return self._write("ledger", feature_set, corpus, to_table(rows, LEDGER_SCHEMA), meta)
+
+    def _write(self, kind: str, feature_set: str, corpus: str, table: pa.Table, meta: dict) -> Path | None:
+        if table.num_rows == 0:
+            return None
+        info = {**meta, "feature_set": feature_set, "corpus": corpus, "created_at": now()}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               b"aver": json.dumps(info, sort_keys=True).encode()})
+        path = self.dir(feature_set, corpus) / f"{kind}-{uuid.uuid4().hex[:12]}.parquet"
+        self.files.write_table(table, path)
+        return path
+
+    # ---- incremental bookkeeping -------------------------------------------------------------------------
+    def done_keys(self, feature_set: str, corpus: str, fingerprint: str,
+                  include_retried: bool = False) -> dict[tuple[str, str], str]:
+        """(clip_id, variant) -> content_hash of every row (feature or ledger) made with this fingerprint. Ledger
+        rows the next run retries (a retryable error, a missing input) are not done unless `include_retried`."""
+        done: dict[tuple[str, str], str] = {}
+        for s in self.shards(feature_set, corpus):
+            if s.fingerprint != fingerprint:
+                continue
+            for c, v, h, *reason in self._keys(s.path, with_reason=s.kind == "ledger"):
+                if include_retried or not (reason and reason[0].startswith(RETRIED_REASONS)):
+                    done[(c, v)] = h
+        return done
+
+    def prune(self, feature_set: str, corpus: str, fingerprint: str, valid: dict[tuple[str, str], str],
+              retry_reasons: tuple[str, ...] = ()) -> int:
+        """Drop files of another fingerprint and rows whose key is no longer planned or whose media changed.
+
+        `valid` maps every planned key to its current content hash; ledger rows whose reason starts with one of
+        `retry_reasons` are dropped too, so the next run tries them again. Files are rewritten atomically.
+        Returns the number of rows removed.
+        """
+        removed = 0
+        for s in self.shards(feature_set, corpus):
+            t = self.files.read_table(s.path)
+            if s.fingerprint != fingerprint:
+                removed += t.num_rows
+                self.files.delete(s.path)
+                continue
+            keep = [valid.get((c, v)) == h for c, v, h in zip(
+                *(t.column(n).to_pylist() for n in ("clip_id", "variant", "content_hash")))]
+            if s.kind == "ledger" and retry_reasons:
+                keep = [k and not r.startswith(retry_reasons) for k, r in zip(keep, t.column("reason").to_pylist())]
+            if all(keep):
+                continue
+            removed += keep.count(False)
+            kept = t.filter(pa.array(keep))
+            if kept.num_rows:
+                self.files.write_table(kept, s.path)
+            else:
+                self.files.delete(s.path)
+        return removed
+
+    def clean_temporaries(self, feature_set: str, corpus: str) -> None:
+        """Remove leftovers of killed writers: temporary files, Beam's temp dirs, files a compaction replaced."""
+        d = self.dir(feature_set, corpus)
+        for info in self.files.entries(d):
+            if info.base_name.startswith(".") and info.base_name.endswith(".tmp"):
+                self.files.delete(d / info.base_name)
+            elif info.base_name.startswith("beam-temp-") and info.type == pafs.FileType.Directory:
+                self.files.delete_folder(d / info.base_name)
+        for s in self.shards(feature_set, corpus, retired=True):
+            self.files.delete(s.path)
+
+    # ---- reading (pipelines/store/reader.py) ----------------------------------------------------------------
+    def read(self, feature_set: str, corpus: str, kind: str = "part", columns: list[str] | None = None,
+             filter=None) -> pa.Table:
+        """The live rows of one kind, only `columns` and the rows matching `filter` (a pyarrow.compute expression,
+        pushed down to the Parquet reader)."""
+        return reader.read(self, feature_set, corpus, kind, columns, filter)
+
+    def ledger(self, feature_set: str, corpus: str):
+        return self.read(feature_set, corpus, "ledger").to_pandas()
+
+    def load(self, feature_sets: list[str], corpora: list[str], variants: tuple[str, ...] = ("clean",),
+             columns: dict[str, list[str]] | None = None, speakers: list[str] | None = None):
+        return reader.load(self, feature_sets, corpora, variants, columns, speakers)
+
+    load.__doc__ = reader.load.__doc__
+
+    def info(self, feature_set: str, corpus: str) -> dict:
+        shards = self.shards(feature_set, corpus)
+        parts = [s for s in shards if s.kind == "part"]
+        meta = parts[-1].meta if parts else (shards[-1].meta if shards else {})
+        return {"feature_set": feature_set, "corpus": corpus, "files": len(shards),
+                "rows": sum(self.files.num_rows(s.path) for s in parts),
+                "failed": sum(self.files.num_rows(s.path) for s in shards if s.kind == "ledger"),
+                "kind": meta.get("kind"), "version": meta.get("version"),
+                "fingerprint": meta.get("fingerprint"), "params": meta.get("params"),
+                "provenance": meta.get("provenance"),
+                "columns": parts[0].schema.names if parts else []}
+
+    # ---- checks -------------------------------------------------------------------------------------------
+    def verify(self, feature_set: str, corpus: str, planned: dict[tuple[str, str], str] | None = None,
+               fingerprint: str | None = None) -> VerifyReport:
+        """Re-check schemas, fingerprints, duplicate keys, non-finite features (pipelines/rowcheck.py) and (given the
+        plan) missing or stale rows; given the current `fingerprint`, rows made by other code or configuration are
+        reported stale."""
+        rep = VerifyReport(feature_set, corpus)
+        shards = self.shards(feature_set, corpus)
+        parts = [s for s in shards if s.kind == "part"]
+        if len({s.fingerprint for s in shards}) > 1:
+            rep.problems.append(f"mixed fingerprints: {sorted({s.fingerprint for s in shards})}")
+        if len({s.schema.to_string() for s in parts}) > 1:
+            rep.problems.append(f"{len({s.schema.to_string() for s in parts})} different part schemas")
+        seen: dict[tuple[str, str], str] = {}
+        stale: list[tuple[str, str]] = []
+        retryable = []
+        for s in shards:
+            for c, v, h, *reason in self._keys(s.path, with_reason=s.kind == "ledger"):
+                if (c, v) in seen:
+                    rep.problems.append(f"duplicate row {c} [{v}] in {s.path.name}")
+                seen[(c, v)] = h
+                if fingerprint is not None and s.fingerprint != fingerprint:
+                    stale.append((c, v))
+                if reason and reason[0].startswith(RETRYABLE):
+                    retryable.append((c, v))
+                rep.rows += s.kind == "part"
+                rep.failed += s.kind == "ledger"
+            if s.kind == "part":
+                kind = s.meta.get("kind")
+                nan_columns = getattr(extractor_class(kind), "nan_columns", ()) if modality_of(kind) else ()
+                table = self.files.read_table(s.path)
+                rep.problems += [f"{s.path.name}: {p}" for p in garbage_rows(table, nan_columns)]
+        if retryable:
+            rep.problems.append(f"{len(retryable)} items failed for reasons not their own, e.g. {retryable[:3]}: "
+                                "`aver extract` retries them")
+        if stale:
+            rep.stale = len(stale)
+            rep.problems.append(f"{len(stale)} rows made by other code or configuration (fingerprint is not "
+                                f"{fingerprint}), e.g. {stale[:3]}: `aver extract` re-extracts them")
+        if planned is not None:
+            missing = [k for k in planned if k not in seen]
+            changed = [k for k, h in seen.items() if planned.get(k) != h]
+            if missing:
+                rep.problems.append(f"{len(missing)} planned rows missing, e.g. {missing[:3]}")
+            if changed:
+                rep.problems.append(f"{len(changed)} rows not in the manifest or with changed media, "
+                                    f"e.g. {changed[:3]}")
+        return rep
