@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.extractor import REGISTRY, BaseExtractor
+from pipelines.extractor import LOCAL_KINDS, BaseExtractor
 from pipelines.manifest import MANIFEST_SCHEMA, to_table
 
 FRAMES = 400
@@ -65,7 +65,7 @@ def one_size(n: int, chunk: int) -> dict:
     from pipelines.store import FeatureStore
     from pipelines.store.compaction import compact
     import torch  # noqa: F401  (the local engine's thread pinning imports it: part of the baseline, not of the run)
-    REGISTRY["synthetic"] = "scale:Synthetic"
+    LOCAL_KINDS["synthetic"] = "scale:Synthetic"
     baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tmp = Path(tempfile.mkdtemp(prefix="aver-scale-"))
     _manifest(tmp / "manifests", n)

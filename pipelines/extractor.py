@@ -178,19 +178,38 @@ def _package(ep: importlib.metadata.EntryPoint) -> str:
     return ep.dist.name if ep.dist is not None else "an unknown package"
 
 
+# kind -> "module:Class" registered in this process alone, beside the entry points (tests, notebooks, a Ray worker's
+# setup hook): the shape of fsspec's register_implementation. A kind named here wins over an entry point.
+LOCAL_KINDS: dict[str, str] = {}
+
+
+def register(kind: str, target: str) -> None:
+    """Make `kind` ("module:Class") known to this process without installing a package."""
+    if kind in registered() and registered()[kind][0].value != target:
+        raise ExtractorUnavailable(f"extractor {kind!r} is already provided by {_package(registered()[kind][0])}")
+    LOCAL_KINDS[kind] = target
+
+
 def extractor_class(kind: str) -> type:
-    """The class of an extractor kind, found through the `aver.extractors` entry points. Only this kind's entry
-    point is loaded, so a broken third-party package never stops the others."""
+    """The class of an extractor kind, found through the `aver.extractors` entry points (or `register`). Only this
+    kind's entry point is loaded, so a broken third-party package never stops the others."""
+    if kind in LOCAL_KINDS:
+        ep = importlib.metadata.EntryPoint(kind, LOCAL_KINDS[kind], ENTRY_POINT_GROUP)
+        return _checked_class(kind, ep)
     eps = registered().get(kind)
     if not eps:
         hint = "" if registered() else (" (no extractor is registered at all: aver's package metadata predates its "
                                         "`aver.extractors` entry points; reinstall it: `pip install --no-deps -e .`)")
-        raise ExtractorUnavailable(f"unknown extractor {kind!r}; known: {sorted(registered())}{hint}")
+        raise ExtractorUnavailable(f"unknown extractor {kind!r}; known: {sorted({*registered(), *LOCAL_KINDS})}"
+                                   f"{hint}")
     if len(eps) > 1:
         raise ExtractorUnavailable(f"extractor {kind!r} is registered by several packages: "
                                    + ", ".join(f"{_package(ep)} ({ep.value})" for ep in eps)
                                    + "; uninstall one of them")
-    ep = eps[0]
+    return _checked_class(kind, eps[0])
+
+
+def _checked_class(kind: str, ep: importlib.metadata.EntryPoint) -> type:
     try:
         cls = ep.load()
     except Exception as e:  # noqa: BLE001 - any import-time failure of that package, reported as such

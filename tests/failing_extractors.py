@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 
 import miniature
-from pipelines.extractor import REGISTRY, BaseExtractor, ClipError
+from pipelines.extractor import LOCAL_KINDS, BaseExtractor, ClipError
 from pipelines.ingest import ingest
 
 KINDS = {"transient": "Transient", "broken": "Broken", "dies": "Dies", "no_speech": "NoSpeech", "slow": "Slow",
@@ -24,7 +24,7 @@ N_CLIPS = 6
 
 def register() -> None:
     """Make the kinds known to this process (a Ray worker runs it as its setup hook)."""
-    REGISTRY.update({kind: f"failing_extractors:{cls}" for kind, cls in KINDS.items()})
+    LOCAL_KINDS.update({kind: f"failing_extractors:{cls}" for kind, cls in KINDS.items()})
 
 
 def corpus(root: Path, manifests: Path) -> dict:

@@ -8,7 +8,7 @@ import pytest
 
 import failing_extractors
 from pipelines.code_identity import code_identity
-from pipelines.extractor import REGISTRY
+from pipelines.extractor import LOCAL_KINDS
 from pipelines.plan import config_fingerprint, planned_keys, run_extraction
 from pipelines.store import FeatureStore
 
@@ -57,7 +57,7 @@ def setup(tmp_path, monkeypatch):
     cfg = failing_extractors.corpus(tmp_path / "corpus", tmp_path / "manifests")
     _package(tmp_path, "codepkg", factor=1)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(REGISTRY, "scaled", "codepkg.ext:Scaled")
+    monkeypatch.setitem(LOCAL_KINDS, "scaled", "codepkg.ext:Scaled")
     params = {"paths": {"manifests": str(tmp_path / "manifests"), "store": str(tmp_path / "store")},
               "corpora": {"c": cfg}, "engine": {"name": "local"},
               "features": {"f": {"extractor": "scaled", "params": {}}}}

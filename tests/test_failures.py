@@ -10,7 +10,7 @@ import failing_extractors
 from failing_extractors import N_CLIPS, Broken, FlakyDownstream, Transient
 from pipelines.cli import app
 from pipelines.engines.retry import RetryPolicy, process_with_retries
-from pipelines.extractor import REGISTRY, RETRYABLE
+from pipelines.extractor import LOCAL_KINDS, RETRYABLE
 from pipelines.group import ExtractorGroup
 from pipelines.plan import config_fingerprint, run_extraction
 from pipelines.store import FeatureStore
@@ -26,7 +26,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def registered(monkeypatch):
     for kind, cls in failing_extractors.KINDS.items():
-        monkeypatch.setitem(REGISTRY, kind, f"failing_extractors:{cls}")
+        monkeypatch.setitem(LOCAL_KINDS, kind, f"failing_extractors:{cls}")
 
 
 def _params(tmp: Path, cfg: dict, kind: str, store: str, engine: str = "local", **params) -> dict:

@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 import pytest
 
 import failing_extractors
-from pipelines.extractor import REGISTRY
+from pipelines.extractor import LOCAL_KINDS
 from pipelines.plan import run_extraction
 from pipelines.store import FeatureStore, compaction
 
@@ -81,7 +81,7 @@ def s3(tmp_path_factory):
 
 
 def test_extract_load_and_compact_on_s3(s3, tmp_path, monkeypatch):
-    monkeypatch.setitem(REGISTRY, "no_speech", "failing_extractors:NoSpeech")
+    monkeypatch.setitem(LOCAL_KINDS, "no_speech", "failing_extractors:NoSpeech")
     cfg = failing_extractors.corpus(tmp_path / "corpus", tmp_path / "manifests")
     params = {"paths": {"manifests": str(tmp_path / "manifests"), "store": s3}, "corpora": {"c": cfg},
               "engine": {"name": "local", "chunk_size": 2}, "features": {"f": {"extractor": "no_speech", "params": {"resources": {"batch_size": 2}}}}}
