@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
+from features import active_speaker
 from features.alignment import align_face, encode_image
 from features.landmarks import GEOMETRY, STATISTICS, ShapePredictor68, clip_statistics, geometry
 from features.tracking import Tracker, Track, confirmed, interpolate, pick_main
@@ -42,11 +43,12 @@ class Face:
 
 class FacesExtractor(BaseExtractor):
     kind: ClassVar[str] = "faces"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"     # 2: the main track of a multi-face clip is the speaking one
     modality: ClassVar[str] = "video"
     defaults: ClassVar[dict] = {
         "fps": 5.0, "model": "mnet025", "max_side": 640, "face_px": 160, "score_threshold": 0.5,
         "crop_size": 112, "crop_format": "png", "detect_every": 2, "device": "cpu", "landmarks68": True,
+        "active_speaker": True,
     }
 
     def __init__(self, **params):
@@ -72,7 +74,14 @@ class FacesExtractor(BaseExtractor):
             fields += [("landmarks68", f32), ("landmarks68_shape", i32)]
             fields += [(name, f32) for name in GEOMETRY]
             fields += [(f"stat_{name}_{stat}", pa.float32()) for name in GEOMETRY for stat in STATISTICS]
+        if self._asd:
+            fields += [("speaking_track", pa.int32()), ("speaking_track_ids", i32), ("speaking_scores", pa.string())]
         return pa.schema(fields)
+
+    @property
+    def _asd(self) -> bool:
+        """Active speaker detection needs the mouth opening, measured from the 68 landmarks."""
+        return bool(self.params["active_speaker"] and self.params["landmarks68"])
 
     def setup(self) -> None:
         from features.retinaface import RetinaFaceDetector   # torch import only where the extractor runs
@@ -105,7 +114,7 @@ class FacesExtractor(BaseExtractor):
                 times += [t for _, t, _ in run]
                 full = _to_frame_pixels(detections, run[-1][2].shape[1::-1], detect_size)
                 self._track_run(run, full, tracker, faces, every)
-        return self._row(times, faces, tracker, size, detect_size)
+        return self._row(item, times, faces, tracker, size, detect_size)
 
     def _detect_size(self, frame: np.ndarray) -> tuple[tuple[int, int], np.ndarray | None]:
         """Clip-wide (width, height) of the detector input, and the probe frame's detections when they were made
@@ -150,10 +159,13 @@ class FacesExtractor(BaseExtractor):
                 measures = np.full(len(GEOMETRY), np.nan, np.float32)
         return Face(row, detected, encode_image(crop, self.params["crop_format"]), points, measures)
 
-    def _row(self, times: list[float], faces: dict, tracker: Tracker, size, detect_size) -> dict:
+    def _row(self, item: dict, times: list[float], faces: dict, tracker: Tracker, size, detect_size) -> dict:
         tracks = confirmed(tracker.tracks)
         width, height = size if size is not None else (0, 0)
         main = pick_main(tracks, tracker.n_detected_frames, width, height)
+        speaker = self._speaker(item, times, faces, tracks) if self._asd else None
+        if speaker is not None and speaker.track is not None:
+            main = next(t for t in tracks if t.track_id == speaker.track)   # embedders describe who speaks
         if main is None:
             raise ClipError("no_face", f"no face with score >= {self.params['score_threshold']} "
                                        f"in {len(times)} sampled frames")
@@ -183,7 +195,19 @@ class FacesExtractor(BaseExtractor):
             out.update({"landmarks68": _flat(points), "landmarks68_shape": [n, 136]})
             out.update({name: measures[:, j].tolist() for j, name in enumerate(GEOMETRY)})
             out.update({k: float(v) for k, v in clip_statistics(measures).items()})
+        if self._asd:
+            out.update(speaker.columns())
         return out
+
+
+    def _speaker(self, item: dict, times: list[float], faces: dict, tracks: list[Track]) -> active_speaker.Speaker:
+        """Active speaker over the clip's confirmed tracks (features.active_speaker); `speaker_hint` (a live window's
+        previous speaker box) keeps the same person speaking across windows."""
+        nan = np.float32(np.nan)
+        mouths = {t.track_id: np.array([faces[t.track_id, i].geometry[0] if (t.track_id, i) in faces else nan
+                                        for i in range(len(times))], np.float64) for t in tracks}
+        previous = active_speaker.hinted_track({t.track_id: t.boxes for t in tracks}, item.get("speaker_hint"))
+        return active_speaker.decide(item, times, mouths, float(self.params["fps"]), previous)
 
 
 def _runs(frames, every: int):

@@ -168,7 +168,6 @@ def extract(plan: dict[str, Extractor], items: list[dict]) -> tuple[dict[str, li
     rows: dict[str, list[dict]] = {}
     failures: list[dict] = []
     for feature_set, extractor in plan.items():
-        extractor.setup()
         upstream = {fs: {r["clip_id"]: r for r in rows[fs]} for fs in extractor.requires}
         ready = []
         for item in items:
@@ -210,6 +209,54 @@ def face_box(row: dict | None) -> tuple[list[float] | None, float | None]:
     return [round(float(v), 1) for v in np.median(boxes[found], axis=0)], float(found.mean())
 
 
+def speaker_of(row: dict | None, box: list[float] | None) -> dict | None:
+    """The window's speaking face (active speaker detection in `faces`): its box, track and the number of tracks;
+    None when the faces set did not decide (no landmarks, no audio) or nobody's mouth follows the voice."""
+    if row is None or row.get("speaking_track") is None or int(row["speaking_track"]) < 0:
+        return None
+    scores = json.loads(row["speaking_scores"])
+    return {"box": box, "track": int(row["speaking_track"]), "sync": scores.get(str(int(row["speaking_track"]))),
+            "n_faces": int(row["n_tracks"])}
+
+
+class WindowScorer:
+    """The model and its extractors, loaded once: `score(items)` turns window work items into timeline entries
+    (`aver predict` scores a file's windows in one call, `aver live` each window as it completes)."""
+
+    def __init__(self, saved: SavedModel, params: dict, used: tuple[str, ...]):
+        self.saved, self.used = saved, used
+        self.plan = feature_plan(saved, params, used)
+        for extractor in self.plan.values():
+            extractor.setup()
+        self.model = load_model(saved.directory)
+        self.classes = list(saved.info["classes"])
+        self.by_modality = {m: [fs for fs, ex in self.plan.items() if ex.modality == m] for m in used}
+
+    def score(self, items: list[dict]) -> list[dict]:
+        rows, failures = extract(self.plan, items)
+        have = {fs: {r["clip_id"] for r in rows[fs]} for fs in self.plan}
+        window_modalities = [[m for m in self.used if all(item["clip_id"] in have[fs] for fs in self.by_modality[m])]
+                             for item in items]
+        if not any(window_modalities):
+            reasons = sorted({f"{f['stage']}: {f['reason']}" for f in failures})
+            raise PredictError(f"no features could be computed ({'; '.join(reasons)})")
+        frame = Frame(store_layout(items, self.plan, rows), self.classes, self.saved.info.get("modalities") or {}, None)
+        proba = np.asarray(self.model.predict_proba(frame, modalities=self.used), np.float64)
+        faces = {r["clip_id"]: r for r in rows.get("faces", [])}
+        timeline = []
+        for item, p, mods in zip(items, proba, window_modalities):
+            row = faces.get(item["clip_id"])
+            box, fraction = face_box(row) if "faces" in self.plan else (None, None)
+            timeline.append({
+                "start": item["start"], "end": item["end"], "label": self.classes[int(p.argmax())],
+                "confidence": float(p.max()), "probs": dict(zip(self.classes, map(float, p))), "modalities": mods,
+                "face_box": box, "face_fraction": fraction, "speaker": speaker_of(row, box),
+                "failures": [{"feature_set": f["stage"], "reason": f["reason"], "detail": f["detail"].splitlines()[0]}
+                             for f in failures if f["clip_id"] == item["clip_id"]],
+            })
+        return timeline
+
+
 def predict_file(path: str | Path, model_dir: str | Path | None = None, params: dict | None = None,
                  window: float = 2.0, hop: float = 1.0, out_dir: str | Path | None = None,
                  plot: bool = False) -> dict:
@@ -229,50 +276,40 @@ def predict_file(path: str | Path, model_dir: str | Path | None = None, params: 
     if not facts["duration"]:
         raise PredictError(f"cannot use {path}: its duration is unknown")
     saved = choose_model(model_dir, paths(params)["runs"], available)
-    used = tuple(m for m in saved.modalities if m in available)
-    if not used:
-        raise PredictError(f"model {saved.name!r} reads {' and '.join(saved.modalities)}; {path.name} has only "
-                           f"{' and '.join(available)}")
-    plan = feature_plan(saved, params, used)
+    used = usable_modalities(saved, available, path.name)
     items = window_items(path.resolve(), facts, windows(float(facts["duration"]), window, hop))
-    rows, failures = extract(plan, items)
-
-    by_modality = {m: [fs for fs, ex in plan.items() if ex.modality == m] for m in used}
-    have = {fs: {r["clip_id"] for r in rows[fs]} for fs in plan}
-    window_modalities = [[m for m in used if all(item["clip_id"] in have[fs] for fs in by_modality[m])]
-                         for item in items]
-    if not any(window_modalities):
-        reasons = sorted({f"{f['stage']}: {f['reason']}" for f in failures})
-        raise PredictError(f"no features could be computed for {path.name} ({'; '.join(reasons)})")
-
-    classes = list(saved.info["classes"])
-    frame = Frame(store_layout(items, plan, rows), classes, saved.info.get("modalities") or {}, None)
-    proba = np.asarray(load_model(saved.directory).predict_proba(frame, modalities=used), np.float64)
-    faces = {r["clip_id"]: r for r in rows.get("faces", [])}
-    timeline = []
-    for item, p, mods in zip(items, proba, window_modalities):
-        box, fraction = face_box(faces.get(item["clip_id"])) if "faces" in plan else (None, None)
-        timeline.append({
-            "start": item["start"], "end": item["end"], "label": classes[int(p.argmax())],
-            "confidence": float(p.max()), "probs": dict(zip(classes, map(float, p))), "modalities": mods,
-            "face_box": box, "face_fraction": fraction,
-            "failures": [{"feature_set": f["stage"], "reason": f["reason"], "detail": f["detail"].splitlines()[0]}
-                         for f in failures if f["clip_id"] == item["clip_id"]],
-        })
+    scorer = WindowScorer(saved, params, used)
+    try:
+        timeline = scorer.score(items)
+    except PredictError as e:
+        raise PredictError(f"{path.name}: {e}") from None
+    classes = scorer.classes
+    proba = np.array([[t["probs"][c] for c in classes] for t in timeline])
     lengths = np.array([t["end"] - t["start"] for t in timeline])
     overall = (proba * lengths[:, None]).sum(0) / lengths.sum()
     result = {
         "file": str(path.resolve()), "duration": float(facts["duration"]), "file_modalities": list(available),
-        "modalities_used": list(used),
-        "model": {"name": saved.name, "dir": str(saved.directory), "classes": classes,
-                  "model_modalities": list(saved.modalities), "cv_uar": saved.uar},
-        "feature_sets": {fs: ex.kind for fs, ex in plan.items()}, "window": window, "hop": hop,
+        "modalities_used": list(used), "model": model_summary(saved),
+        "feature_sets": {fs: ex.kind for fs, ex in scorer.plan.items()}, "window": window, "hop": hop,
         "overall": {"label": classes[int(overall.argmax())], "probs": dict(zip(classes, map(float, overall)))},
         "windows": timeline,
     }
     out_dir = Path(out_dir) if out_dir is not None else paths(params)["runs"] / "predict" / path.stem
     result["outputs"] = write_outputs(result, out_dir, path.stem, plot)
     return result
+
+
+def usable_modalities(saved: SavedModel, available: tuple[str, ...], name: str) -> tuple[str, ...]:
+    used = tuple(m for m in saved.modalities if m in available)
+    if not used:
+        raise PredictError(f"model {saved.name!r} reads {' and '.join(saved.modalities)}; {name} has only "
+                           f"{' and '.join(available)}")
+    return used
+
+
+def model_summary(saved: SavedModel) -> dict:
+    return {"name": saved.name, "dir": str(saved.directory), "classes": list(saved.info["classes"]),
+            "model_modalities": list(saved.modalities), "cv_uar": saved.uar}
 
 
 # ---- outputs ------------------------------------------------------------------------------------------------------
@@ -283,13 +320,15 @@ def write_outputs(result: dict, out_dir: Path, stem: str, plot: bool) -> dict[st
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["start", "end", "label", "confidence", *(f"p_{c}" for c in classes), "modalities",
-                         "face_x1", "face_y1", "face_x2", "face_y2", "face_fraction", "failures"])
+                         "face_x1", "face_y1", "face_x2", "face_y2", "face_fraction", "speaker_track", "n_faces",
+                         "failures"])
         for t in result["windows"]:
-            box = t["face_box"] or [None] * 4
+            box, speaker = t["face_box"] or [None] * 4, t["speaker"] or {}
             writer.writerow([f"{t['start']:.3f}", f"{t['end']:.3f}", t["label"], f"{t['confidence']:.4f}",
                              *(f"{t['probs'][c]:.4f}" for c in classes), "+".join(t["modalities"]),
                              *("" if v is None else v for v in box),
                              "" if t["face_fraction"] is None else f"{t['face_fraction']:.3f}",
+                             speaker.get("track", ""), speaker.get("n_faces", ""),
                              "; ".join(f"{x['feature_set']}:{x['reason']}" for x in t["failures"])])
     outputs = {"csv": str(csv_path), "json": str(json_path)}
     if plot:
