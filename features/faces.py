@@ -75,7 +75,7 @@ class FacesExtractor(BaseExtractor):
             fields += [(name, f32) for name in GEOMETRY]
             fields += [(f"stat_{name}_{stat}", pa.float32()) for name in GEOMETRY for stat in STATISTICS]
         if self._asd:
-            fields += [("speaking_track", pa.int32()), ("speaking_track_ids", i32), ("speaking_scores", pa.string())]
+            fields += [("speaking_track", pa.int32()), ("speaking_track_ids", i32), ("speaking_tracks", pa.string())]
         return pa.schema(fields)
 
     @property
@@ -201,13 +201,13 @@ class FacesExtractor(BaseExtractor):
 
 
     def _speaker(self, item: dict, times: list[float], faces: dict, tracks: list[Track]) -> active_speaker.Speaker:
-        """Active speaker over the clip's confirmed tracks (features.active_speaker); `speaker_hint` (a live window's
-        previous speaker box) keeps the same person speaking across windows."""
-        nan = np.float32(np.nan)
-        mouths = {t.track_id: np.array([faces[t.track_id, i].geometry[0] if (t.track_id, i) in faces else nan
+        """Active speaker over the clip's confirmed tracks (features.active_speaker); `speaker_hint` (the live
+        speaker's box) keeps the same person speaking across windows."""
+        mouths = {t.track_id: np.array([faces[t.track_id, i].geometry[0] if (t.track_id, i) in faces else np.nan
                                         for i in range(len(times))], np.float64) for t in tracks}
-        previous = active_speaker.hinted_track({t.track_id: t.boxes for t in tracks}, item.get("speaker_hint"))
-        return active_speaker.decide(item, times, mouths, float(self.params["fps"]), previous)
+        boxes = {t.track_id: t.boxes for t in tracks}
+        previous = active_speaker.hinted_track(boxes, item.get("speaker_hint"))
+        return active_speaker.decide(item, times, mouths, boxes, previous, float(self.params["fps"]))
 
 
 def _runs(frames, every: int):

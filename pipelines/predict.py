@@ -209,14 +209,15 @@ def face_box(row: dict | None) -> tuple[list[float] | None, float | None]:
     return [round(float(v), 1) for v in np.median(boxes[found], axis=0)], float(found.mean())
 
 
-def speaker_of(row: dict | None, box: list[float] | None) -> dict | None:
-    """The window's speaking face (active speaker detection in `faces`): its box, track and the number of tracks;
-    None when the faces set did not decide (no landmarks, no audio) or nobody's mouth follows the voice."""
+def speaking_face(row: dict | None) -> dict | None:
+    """The window's speaking face (active speaker detection in `faces`): its box, track, synchrony and the number
+    of faces; None when the faces set did not decide (no landmarks, no audio) or no mouth follows the voice."""
     if row is None or row.get("speaking_track") is None or int(row["speaking_track"]) < 0:
         return None
-    scores = json.loads(row["speaking_scores"])
-    return {"box": box, "track": int(row["speaking_track"]), "sync": scores.get(str(int(row["speaking_track"]))),
-            "n_faces": int(row["n_tracks"])}
+    track = str(int(row["speaking_track"]))
+    tracks = json.loads(row["speaking_tracks"])
+    return {"box": tracks[track]["box"], "track": int(track), "sync": tracks[track]["sync"],
+            "n_faces": len(tracks)}
 
 
 class WindowScorer:
@@ -231,6 +232,7 @@ class WindowScorer:
         self.model = load_model(saved.directory)
         self.classes = list(saved.info["classes"])
         self.by_modality = {m: [fs for fs, ex in self.plan.items() if ex.modality == m] for m in used}
+        self.last_faces: dict[str, dict] = {}
 
     def score(self, items: list[dict]) -> list[dict]:
         rows, failures = extract(self.plan, items)
@@ -243,6 +245,7 @@ class WindowScorer:
         frame = Frame(store_layout(items, self.plan, rows), self.classes, self.saved.info.get("modalities") or {}, None)
         proba = np.asarray(self.model.predict_proba(frame, modalities=self.used), np.float64)
         faces = {r["clip_id"]: r for r in rows.get("faces", [])}
+        self.last_faces = faces             # the live run follows the speaking face from window to window
         timeline = []
         for item, p, mods in zip(items, proba, window_modalities):
             row = faces.get(item["clip_id"])
@@ -250,7 +253,7 @@ class WindowScorer:
             timeline.append({
                 "start": item["start"], "end": item["end"], "label": self.classes[int(p.argmax())],
                 "confidence": float(p.max()), "probs": dict(zip(self.classes, map(float, p))), "modalities": mods,
-                "face_box": box, "face_fraction": fraction, "speaker": speaker_of(row, box),
+                "face_box": box, "face_fraction": fraction, "speaking_face": speaking_face(row),
                 "failures": [{"feature_set": f["stage"], "reason": f["reason"], "detail": f["detail"].splitlines()[0]}
                              for f in failures if f["clip_id"] == item["clip_id"]],
             })
@@ -320,10 +323,10 @@ def write_outputs(result: dict, out_dir: Path, stem: str, plot: bool) -> dict[st
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["start", "end", "label", "confidence", *(f"p_{c}" for c in classes), "modalities",
-                         "face_x1", "face_y1", "face_x2", "face_y2", "face_fraction", "speaker_track", "n_faces",
+                         "face_x1", "face_y1", "face_x2", "face_y2", "face_fraction", "speaking_track", "n_faces",
                          "failures"])
         for t in result["windows"]:
-            box, speaker = t["face_box"] or [None] * 4, t["speaker"] or {}
+            box, speaker = t["face_box"] or [None] * 4, t["speaking_face"] or {}
             writer.writerow([f"{t['start']:.3f}", f"{t['end']:.3f}", t["label"], f"{t['confidence']:.4f}",
                              *(f"{t['probs'][c]:.4f}" for c in classes), "+".join(t["modalities"]),
                              *("" if v is None else v for v in box),

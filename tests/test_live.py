@@ -2,10 +2,8 @@
 import io
 import json
 import socket
-import threading
 import time
 
-import av
 import pytest
 
 from conftest import shared_path
@@ -14,6 +12,7 @@ from pipelines.live import SourceError, run_live
 from pipelines.predict import predict_file, windows
 from pipelines.probe import probe
 from test_predict import run  # noqa: F401 - the trained miniature models (module fixture)
+from two_faces import serve_mpegts
 
 MELD = ("meld_sample", "train_splits", "dia1_utt0.mp4")
 MEAD = ("mead_sample", "eamm", "M030_sad_3_001.mp4")
@@ -25,28 +24,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(path, url: str) -> threading.Thread:
-    """Remux `path` (no re-encoding) as MPEG-TS to `url` at 1x pace, as a live sender would, then close."""
-    def send():
-        for _ in range(100):                       # the reader may not be listening yet
-            try:
-                out = av.open(url, "w", format="mpegts")
-                break
-            except av.FFmpegError:
-                time.sleep(0.1)
-        with av.open(str(path)) as src, out:
-            streams = {s.index: out.add_stream_from_template(s) for s in src.streams if s.type in ("audio", "video")}
-            started = time.monotonic()
-            for packet in src.demux(*[src.streams[i] for i in streams]):
-                if packet.dts is not None:
-                    time.sleep(max(0.0, started + float(packet.dts * packet.time_base) - time.monotonic()))
-                    packet.stream = streams[packet.stream.index]
-                    out.mux(packet)
-    thread = threading.Thread(target=send, daemon=True)
-    thread.start()
-    return thread
-
-
 def _lines(buffer: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in buffer.getvalue().splitlines()]
 
@@ -54,7 +31,7 @@ def _lines(buffer: io.StringIO) -> list[dict]:
 def test_a_loopback_stream_gives_json_lines_and_stops_at_its_end(run, tmp_path):  # noqa: F811
     path = shared_path("data", *MELD)
     port = _free_port()
-    sender = _serve(path, f"tcp://127.0.0.1:{port}")
+    sender = serve_mpegts(path, f"tcp://127.0.0.1:{port}")
     out = io.StringIO()
     summary = run_live(f"tcp://127.0.0.1:{port}?listen=1", None, run["params"], window=1.0, hop=0.5, out=out)
     sender.join(10)
@@ -76,7 +53,7 @@ def test_a_loopback_stream_gives_json_lines_and_stops_at_its_end(run, tmp_path):
         assert w["wall_time"] > time.time() - 600 and w["detect_every"] in (2, 4, 8)   # 4, 8: shed
         x1, y1, x2, y2 = w["face_box"]
         assert 0 <= x1 < x2 <= 1280 and 0 <= y1 < y2 <= 720
-        assert "speaker" in w
+        assert "speaking_face" in w
 
 
 def test_a_file_scored_live_matches_predict_on_the_same_windows(run, tmp_path):  # noqa: F811

@@ -1,10 +1,12 @@
 """Generated multi-person clips for active speaker tests and benchmarks: real talking faces from ../shared/data
-side by side, with the audio of one of them (its own, in sync).
+side by side, with the audio of one of them (its own, in sync), and a sender that streams a file over the network.
 
 Each source is decoded at `fps`, centre-cropped to a square, scaled to `side` px and placed in a row; the clip
 lasts as long as the shortest source. A `None` source is a grey panel (no face)."""
 from __future__ import annotations
 
+import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,6 +25,7 @@ SOURCES = {   # real talking faces with their own sound (see each PROVENANCE.md)
     "meld_dia1": "meld_sample/train_splits/dia1_utt0.mp4",
 }
 SAMPLE_RATE = 16000
+SIDE = 480             # panel side: RAVDESS and CREMA-D faces keep their own size (landmarks are whole pixels)
 
 
 def _panel(frame: np.ndarray, side: int) -> np.ndarray:
@@ -32,14 +35,21 @@ def _panel(frame: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(frame[top:top + s, left:left + s], (side, side), interpolation=cv2.INTER_AREA)
 
 
-def compose(path: Path, sources: list[Path | None], speaker: int, fps: int = 25, side: int = 256,
-            seconds: float | None = None) -> Path:
-    """Write `path` (MP4, mpeg4 + AAC): the `sources` side by side, with the sound of `sources[speaker]`."""
+def compose(path: Path, sources: list[Path | None], speaker: int, fps: int = 25, side: int = SIDE,
+            seconds: float | None = None, repeat: int = 1, still: tuple[int, ...] = ()) -> Path:
+    """Write `path` (MP4, mpeg4 + AAC): the `sources` side by side, with the sound of `sources[speaker]` (or None:
+    silence); `repeat` plays the shortest source's length that many times over (picture and sound stay in sync);
+    the panels in `still` show their source's first frame throughout (a face that does not talk)."""
     panels = [None if s is None else [f for _, f in sample_frames(s, fps)] for s in sources]
     n = min(len(p) for p in panels if p is not None)
     if seconds is not None:
         n = min(n, int(seconds * fps))
-    audio = decode_audio(sources[speaker], SAMPLE_RATE)[:round(n / fps * SAMPLE_RATE)]
+    samples = round(n / fps * SAMPLE_RATE)
+    audio = np.zeros(samples, np.float32) if speaker is None else decode_audio(sources[speaker], SAMPLE_RATE)
+    audio = np.tile(np.pad(audio[:samples], (0, max(0, samples - len(audio)))), repeat)
+    panels = [None if p is None else [p[0]] * n * repeat if k in still else p[:n] * repeat
+              for k, p in enumerate(panels)]
+    n *= repeat
     grey = np.full((side, side, 3), 128, np.uint8)
     with av.open(str(path), "w", format="mp4") as out:
         video = out.add_stream("mpeg4", rate=Fraction(fps))
@@ -56,3 +66,25 @@ def compose(path: Path, sources: list[Path | None], speaker: int, fps: int = 25,
         out.mux(sound.encode(chunk))
         out.mux(sound.encode())
     return path
+
+
+def serve_mpegts(path: Path, url: str) -> threading.Thread:
+    """Remux `path` (no re-encoding) as MPEG-TS to `url` at 1x pace, as a live sender would, then close."""
+    def send():
+        for _ in range(100):                       # the reader may not be listening yet
+            try:
+                out = av.open(url, "w", format="mpegts")
+                break
+            except av.FFmpegError:
+                time.sleep(0.1)
+        with av.open(str(path)) as src, out:
+            streams = {s.index: out.add_stream_from_template(s) for s in src.streams if s.type in ("audio", "video")}
+            started = time.monotonic()
+            for packet in src.demux(*[src.streams[i] for i in streams]):
+                if packet.dts is not None:
+                    time.sleep(max(0.0, started + float(packet.dts * packet.time_base) - time.monotonic()))
+                    packet.stream = streams[packet.stream.index]
+                    out.mux(packet)
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread

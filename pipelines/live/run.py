@@ -22,6 +22,7 @@ import numpy as np
 
 from pipelines.config import paths
 from pipelines.live.source import Reader, SourceError, describe, open_source
+from pipelines.live.speaker import SpeakerMemory
 from pipelines.predict import (MODALITIES, PredictError, WindowScorer, choose_model, model_summary,
                                usable_modalities, window_items, windows)
 
@@ -122,7 +123,7 @@ def run_live(source: str, model: str | Path | None = None, params: dict | None =
     emit({"event": "start", "source": source, "kind": describe(source), "model": model_summary(saved),
           "modalities_used": list(used), "window": window, "hop": hop, "paced": live})
     started = time.monotonic()
-    latencies, stopped, last_output, hint, calm = [], "end_of_stream", None, None, 0
+    latencies, stopped, last_output, calm, speakers = [], "end_of_stream", None, 0, SpeakerMemory()
     configured_every = int(faces.params["detect_every"]) if faces is not None else None
     reader.start()
     try:
@@ -131,7 +132,7 @@ def run_live(source: str, model: str | Path | None = None, params: dict | None =
             if job is None:
                 break
             (item,) = window_items(Path(source), facts, [(job["start"], job["end"])])
-            item.update(media=job["media"], speaker_hint=hint)
+            item.update(media=job["media"], speaker_hint=speakers.box)
             try:
                 (entry,) = scorer.score([item])
             except PredictError as e:      # neither modality gave features (no face, silence)
@@ -139,7 +140,9 @@ def run_live(source: str, model: str | Path | None = None, params: dict | None =
                          "failures": [{"feature_set": None, "reason": "no_features", "detail": str(e)}]}
             latency = time.monotonic() - job["ready"]
             latencies.append(latency)
-            hint = (entry.get("speaker") or {}).get("box") or hint
+            if entry.get("probs") is not None and "faces" in scorer.plan:
+                entry["speaking_face"] = speakers.update(scorer.last_faces.get(item["clip_id"]), job["media"],
+                                                         job["start"])
             last_output = time.monotonic()
             emit({"event": "window", **entry, "wall_time": time.time(), "latency_s": round(latency, 4),
                   **({"detect_every": int(faces.params["detect_every"])} if faces is not None else {})})
