@@ -7,11 +7,11 @@ with `start`/`end`) that goes through the SAME extractors as the corpus pipeline
 model gives class probabilities per window from the modalities the file has. A window where an extractor fails
 (no face, silence) keeps its other modality and lists the failure with its ledger reason.
 
-Outputs in `out_dir`: `<stem>.timeline.csv`, `<stem>.timeline.json` and, with `plot`, `<stem>.timeline.png`.
+Outputs in `out_dir`: `<stem>.timeline.csv`, `<stem>.timeline.json` and, with `plot`, `<stem>.timeline.png`
+(pipelines/timeline.py).
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ from pipelines.config import feature_config, paths
 from pipelines.extractor import Extractor, build, failure, full_schema
 from pipelines.probe import ProbeError, probe, segment_hash
 from pipelines.store import KEY, LABEL_COLUMNS
+from pipelines.timeline import write_outputs
 from training.data import Frame
 from training.models import load_model
 from training.run import needed_feature_sets
@@ -313,50 +314,3 @@ def usable_modalities(saved: SavedModel, available: tuple[str, ...], name: str) 
 def model_summary(saved: SavedModel) -> dict:
     return {"name": saved.name, "dir": str(saved.directory), "classes": list(saved.info["classes"]),
             "model_modalities": list(saved.modalities), "cv_uar": saved.uar}
-
-
-# ---- outputs ------------------------------------------------------------------------------------------------------
-def write_outputs(result: dict, out_dir: Path, stem: str, plot: bool) -> dict[str, str]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    classes = result["model"]["classes"]
-    csv_path, json_path = out_dir / f"{stem}.timeline.csv", out_dir / f"{stem}.timeline.json"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["start", "end", "label", "confidence", *(f"p_{c}" for c in classes), "modalities",
-                         "face_x1", "face_y1", "face_x2", "face_y2", "face_fraction", "speaking_track", "n_faces",
-                         "failures"])
-        for t in result["windows"]:
-            box, speaker = t["face_box"] or [None] * 4, t["speaking_face"] or {}
-            writer.writerow([f"{t['start']:.3f}", f"{t['end']:.3f}", t["label"], f"{t['confidence']:.4f}",
-                             *(f"{t['probs'][c]:.4f}" for c in classes), "+".join(t["modalities"]),
-                             *("" if v is None else v for v in box),
-                             "" if t["face_fraction"] is None else f"{t['face_fraction']:.3f}",
-                             speaker.get("track", ""), speaker.get("n_faces", ""),
-                             "; ".join(f"{x['feature_set']}:{x['reason']}" for x in t["failures"])])
-    outputs = {"csv": str(csv_path), "json": str(json_path)}
-    if plot:
-        outputs["png"] = str(plot_timeline(result, out_dir / f"{stem}.timeline.png"))
-    json_path.write_text(json.dumps({**result, "outputs": outputs}, indent=2))
-    return outputs
-
-
-def plot_timeline(result: dict, path: Path) -> Path:
-    """Class probabilities over time (window centres), the predicted label of each window shaded underneath."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    classes, timeline = result["model"]["classes"], result["windows"]
-    centres = [(t["start"] + t["end"]) / 2 for t in timeline]
-    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(classes)}
-    fig, ax = plt.subplots(figsize=(10, 4), constrained_layout=True)
-    for c in classes:
-        ax.plot(centres, [t["probs"][c] for t in timeline], marker="o", color=colours[c], label=c)
-    for t, centre in zip(timeline, centres):
-        half = (t["end"] - t["start"]) / 2 if len(timeline) == 1 else result["hop"] / 2
-        ax.axvspan(centre - half, centre + half, ymin=0, ymax=0.04, color=colours[t["label"]], lw=0)
-    ax.set(xlim=(0, result["duration"]), ylim=(0, 1), xlabel="time (s, window centre)", ylabel="probability",
-           title=f"{Path(result['file']).name}: {result['model']['name']} on {' + '.join(result['modalities_used'])}")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -16,6 +16,7 @@ import numpy as np
 
 from features.audio_io import decode_audio
 from features.video_io import sample_frames
+from pipelines.demo import video_codec
 
 SOURCES = {   # real talking faces with their own sound (see each PROVENANCE.md)
     "mead_m030": "mead_sample/eamm/M030_sad_3_001.mp4",
@@ -37,7 +38,7 @@ def _panel(frame: np.ndarray, side: int) -> np.ndarray:
 
 def compose(path: Path, sources: list[Path | None], speaker: int, fps: int = 25, side: int = SIDE,
             seconds: float | None = None, repeat: int = 1, still: tuple[int, ...] = ()) -> Path:
-    """Write `path` (MP4, mpeg4 + AAC): the `sources` side by side, with the sound of `sources[speaker]` (or None:
+    """Write `path` (MP4, H.264 + AAC): the `sources` side by side, with the sound of `sources[speaker]` (or None:
     silence); `repeat` plays the shortest source's length that many times over (picture and sound stay in sync);
     the panels in `still` show their source's first frame throughout (a face that does not talk)."""
     panels = [None if s is None else [f for _, f in sample_frames(s, fps)] for s in sources]
@@ -52,18 +53,21 @@ def compose(path: Path, sources: list[Path | None], speaker: int, fps: int = 25,
     n *= repeat
     grey = np.full((side, side, 3), 128, np.uint8)
     with av.open(str(path), "w", format="mp4") as out:
-        video = out.add_stream("mpeg4", rate=Fraction(fps))
+        # H.264 where the build has x264: MPEG-TS carries it as is (MPEG-4 part 2 would need its headers in-band)
+        video = out.add_stream(video_codec(), rate=Fraction(fps))
         video.width, video.height, video.pix_fmt, video.bit_rate = side * len(sources), side, "yuv420p", 2_000_000
         sound = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
-        for i in range(n):
+        per_frame = SAMPLE_RATE // fps
+        for i in range(n):      # sound and picture interleaved, as a live sender emits them
             row = np.hstack([grey if p is None else _panel(p[i], side) for p in panels])
             frame = av.VideoFrame.from_ndarray(row, format="rgb24")
             frame.pts = i
             out.mux(video.encode(frame))
+            samples = audio[i * per_frame:(i + 1) * per_frame if i < n - 1 else len(audio)]
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[None, :]), format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = SAMPLE_RATE, i * per_frame
+            out.mux(sound.encode(chunk))
         out.mux(video.encode())
-        chunk = av.AudioFrame.from_ndarray(audio[None, :], format="fltp", layout="mono")
-        chunk.sample_rate, chunk.pts = SAMPLE_RATE, 0
-        out.mux(sound.encode(chunk))
         out.mux(sound.encode())
     return path
 
@@ -71,13 +75,7 @@ def compose(path: Path, sources: list[Path | None], speaker: int, fps: int = 25,
 def serve_mpegts(path: Path, url: str) -> threading.Thread:
     """Remux `path` (no re-encoding) as MPEG-TS to `url` at 1x pace, as a live sender would, then close."""
     def send():
-        for _ in range(100):                       # the reader may not be listening yet
-            try:
-                out = av.open(url, "w", format="mpegts")
-                break
-            except av.FFmpegError:
-                time.sleep(0.1)
-        with av.open(str(path)) as src, out:
+        with av.open(str(path)) as src, av.open(url, "w", format="mpegts") as out:
             streams = {s.index: out.add_stream_from_template(s) for s in src.streams if s.type in ("audio", "video")}
             started = time.monotonic()
             for packet in src.demux(*[src.streams[i] for i in streams]):
@@ -85,6 +83,13 @@ def serve_mpegts(path: Path, url: str) -> threading.Thread:
                     time.sleep(max(0.0, started + float(packet.dts * packet.time_base) - time.monotonic()))
                     packet.stream = streams[packet.stream.index]
                     out.mux(packet)
-    thread = threading.Thread(target=send, daemon=True)
+
+    def send_when_listened():
+        for _ in range(200):            # the reader may not be listening yet (it connects on the first packet)
+            try:
+                return send()
+            except av.error.ConnectionRefusedError:
+                time.sleep(0.1)
+    thread = threading.Thread(target=send_when_listened, daemon=True)
     thread.start()
     return thread

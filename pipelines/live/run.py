@@ -104,13 +104,17 @@ def run_live(source: str, model: str | Path | None = None, params: dict | None =
     params = params or {}
     windows(window, window, hop)            # validates window and hop
     emit = Emitter(out or sys.stdout)
+    # models load before the source is opened: a live source does not wait for us, and what arrives meanwhile
+    # would be a backlog to drop
+    saved = choose_model(model, paths(params)["runs"], MODALITIES)
+    scorer = WindowScorer(saved, params, saved.modalities)
     container = open_source(source)
     available = tuple(m for m in MODALITIES if getattr(container.streams, m))
     if not available:
         raise SourceError(f"{source} has no audio or video stream")
-    saved = choose_model(model, paths(params)["runs"], available)
     used = usable_modalities(saved, available, source)
-    scorer = WindowScorer(saved, params, used)
+    if used != scorer.used:         # the source lacks one of the model's modalities
+        scorer = WindowScorer(saved, params, used)
     faces = scorer.plan.get("faces")
     fps = float(faces.params["fps"]) if faces is not None else None
     live = describe(source) != "file" or realtime
