@@ -206,9 +206,17 @@ def load_clip(item: dict, sr: int, resampler: str = "soxr_hq") -> AudioClip:
     """Decode the item's segment, check it, resample to `sr` and apply its audio variant (noise is mixed at `sr`).
 
     The last clips decoded stay cached in the process (keyed by path, segment and content hash), so the variants
-    and feature sets of a clip that one worker extracts in a row decode and resample it once."""
+    and feature sets of a clip that one worker extracts in a row decode and resample it once. An item carrying
+    `media` (a live window's decoded samples, `Decoded` in `media.audio`) is read from it instead of a file."""
     if resampler not in RESAMPLERS:
         raise ValueError(f"resampler must be one of {sorted(RESAMPLERS)}, not {resampler!r}")
+    media = item.get("media")
+    if media is not None:       # a live window (pipelines/live): its samples are already decoded
+        if media.audio is None:
+            raise ClipError("no_audio_stream", f"{item['path']} has no audio stream")
+        clipped = check_quality(media.audio, item["path"])
+        clean = RESAMPLERS[resampler](to_mono(media.audio), media.audio.rate, sr)
+        return AudioClip(apply_variant(clean, sr, item), sr, clipped)
     start, end = (t if _is_set(t) else None for t in (item.get("start"), item.get("end")))
     clean, clipped = _clean(item["abspath"], start, end, item.get("content_hash"), sr, resampler)
     return AudioClip(apply_variant(clean, sr, item), sr, clipped)

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
+from features import active_speaker
 from features.alignment import align_face, encode_image
 from features.face_identity import FaceDescriber
 from features.landmarks import MEASURES, STATISTICS, ShapePredictor68, clip_statistics, measures
@@ -46,7 +47,7 @@ class Face:
 
 class FacesExtractor(BaseExtractor):
     kind: ClassVar[str] = "faces"
-    version: ClassVar[str] = "2"      # 2: openness ratios and solvePnP head pose
+    version: ClassVar[str] = "3"      # 2: openness ratios and solvePnP head pose; 3: main track = the speaking one
     modality: ClassVar[str] = "video"
     # NaN marks frames without the main face (and landmark statistics of a clip where dlib found none)
     nan_columns: ClassVar[tuple[str, ...]] = ("boxes", "scores", "landmarks5", "landmarks68", *MEASURES, "stat_*",
@@ -54,7 +55,7 @@ class FacesExtractor(BaseExtractor):
     defaults: ClassVar[dict] = {
         "fps": 5.0, "model": "mnet025", "max_side": 640, "face_px": 160, "score_threshold": 0.5,
         "crop_size": 112, "crop_format": "png", "detect_every": 2, "device": "cpu", "landmarks68": True,
-        "identity": True, "identity_threshold": 0.6,
+        "identity": True, "identity_threshold": 0.6, "active_speaker": True,
     }
 
     def __init__(self, **params):
@@ -80,7 +81,14 @@ class FacesExtractor(BaseExtractor):
             fields += [(f"stat_{name}_{stat}", pa.float32()) for name in MEASURES for stat in STATISTICS]
         if self.params["identity"]:
             fields += [("identity", f32), ("identity_faces", pa.int32()), ("identity_spread", pa.float32())]
+        if self._asd:
+            fields += [("speaking_track", pa.int32()), ("speaking_track_ids", i32), ("speaking_tracks", pa.string())]
         return pa.schema(fields)
+
+    @property
+    def _asd(self) -> bool:
+        """Active speaker detection needs the mouth opening, measured from the 68 landmarks."""
+        return bool(self.params["active_speaker"] and self.params["landmarks68"])
 
     def setup(self) -> None:
         from features.retinaface import RetinaFaceDetector   # torch import only where the extractor runs
@@ -115,7 +123,7 @@ class FacesExtractor(BaseExtractor):
                 times += [t for _, t, _ in run]
                 full = _to_frame_pixels(detections, run[-1][2].shape[1::-1], detect_size)
                 self._track_run(run, full, tracker, faces, every)
-        return self._row(times, faces, tracker, size, detect_size)
+        return self._row(item, times, faces, tracker, size, detect_size)
 
     def _detect_size(self, frame: np.ndarray) -> tuple[tuple[int, int], np.ndarray | None]:
         """Clip-wide (width, height) of the detector input, and the probe frame's detections when they were made
@@ -160,7 +168,7 @@ class FacesExtractor(BaseExtractor):
         values = measures(points, frame.shape[1::-1]) if self.params["landmarks68"] else None
         return Face(row, detected, encode_image(crop, self.params["crop_format"]), points, values)
 
-    def _row(self, times: list[float], faces: dict, tracker: Tracker, size, detect_size) -> dict:
+    def _row(self, item: dict, times: list[float], faces: dict, tracker: Tracker, size, detect_size) -> dict:
         tracks = tracker.tracks
         if self.describer is not None:
             tracks, new_id = merge_by_identity(tracks, float(self.params["identity_threshold"]))
@@ -168,6 +176,9 @@ class FacesExtractor(BaseExtractor):
         tracks = confirmed(tracks)
         width, height = size if size is not None else (0, 0)
         main = pick_main(tracks, tracker.n_detected_frames, width, height)
+        speaker = self._speaker(item, times, faces, tracks) if self._asd else None
+        if speaker is not None and speaker.track is not None:
+            main = next(t for t in tracks if t.track_id == speaker.track)   # embedders describe who speaks
         if main is None:
             raise ClipError("no_face", f"no face with score >= {self.params['score_threshold']} "
                                        f"in {len(times)} sampled frames")
@@ -199,7 +210,18 @@ class FacesExtractor(BaseExtractor):
             out.update({k: float(v) for k, v in clip_statistics(values, MEASURES).items()})
         if self.describer is not None:
             out.update(_identity_columns(main))
+        if self._asd:
+            out.update(speaker.columns())
         return out
+
+    def _speaker(self, item: dict, times: list[float], faces: dict, tracks: list[Track]) -> active_speaker.Speaker:
+        """Active speaker over the clip's confirmed tracks (features.active_speaker); `speaker_hint` (the live
+        speaker's box) keeps the same person speaking across windows."""
+        mouths = {t.track_id: np.array([faces[t.track_id, i].geometry[0] if (t.track_id, i) in faces else np.nan
+                                        for i in range(len(times))], np.float64) for t in tracks}
+        boxes = {t.track_id: t.boxes for t in tracks}
+        previous = active_speaker.hinted_track(boxes, item.get("speaker_hint"))
+        return active_speaker.decide(item, times, mouths, boxes, previous, float(self.params["fps"]))
 
 
 def _runs(frames, every: int):

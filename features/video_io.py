@@ -58,10 +58,16 @@ def sample_frames(path: str | Path, fps: float | str = 5.0, start: float | None 
 
 def item_frames(item: dict, fps: float | str = 5.0, max_side: int | None = None, threads: int = 0
                 ) -> Iterator[Sample]:
-    """Frames of a work item: its file and segment, with its video variant applied (audio variants: unchanged)."""
+    """Frames of a work item: its file and segment, with its video variant applied (audio variants: unchanged).
+    An item carrying `media` (a live window) gives its frames, already sampled at the extractor's `fps`."""
     augment = frame_augmenter(item.get("variant", "clean"), item["clip_id"], item.get("augment") or {})
     start, end = _bound(item.get("start")), _bound(item.get("end"))
-    for t, frame in sample_frames(item["abspath"], fps, start, end, max_side, threads):
+    media = item.get("media")
+    if media is not None and not media.frames:
+        raise ClipError("undecodable" if media.has_video else "no_video_stream",
+                        f"no video frame in {item['path']} between {start:.2f}s and {end:.2f}s")
+    frames = media.frames if media is not None else sample_frames(item["abspath"], fps, start, end, max_side, threads)
+    for t, frame in frames:
         yield t, augment(frame)
 
 

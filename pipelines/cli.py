@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -177,6 +178,29 @@ def predict(file: Path = typer.Argument(..., help="video or audio file"),
     console.print(f"{file}: {overall.get('label')} ({len(result.get('windows', []))} windows)")
     for name, path in result.get("outputs", {}).items():
         console.print(f"  {name}: {path}")
+
+
+@app.command()
+def live(source: str = typer.Argument(..., help="/dev/videoN, a URL FFmpeg reads (rtsp://, udp://, ...), - or a file"),
+         model: Optional[str] = typer.Option(None, help="model name, model folder or run folder"),
+         window: float = typer.Option(1.0, help="window length, seconds"),
+         hop: float = typer.Option(0.5, help="window hop, seconds"),
+         out: Optional[Path] = typer.Option(None, help="JSON lines file (default: stdout)"),
+         realtime: bool = typer.Option(False, help="read a file at 1x pace, as if it were live"),
+         backlog: int = typer.Option(1, help="windows that may wait for the scorer before the oldest is dropped"),
+         view: bool = typer.Option(False, help="also show each window's label on stderr"),
+         params_file: Path = ParamsOpt) -> None:
+    """Real-time emotion of a camera, stream, pipe or file: one JSON line per window, a summary at the end."""
+    from pipelines.live import SourceError, run_live
+    from pipelines.predict import PredictError
+    show = (lambda w: print(f"{w['start']:8.2f}s  {w['label'] or '-':>10}  {w.get('confidence') or 0:.2f}",
+                            file=sys.stderr)) if view else None
+    try:
+        with (open(out, "w") if out else nullcontext(sys.stdout)) as stream:
+            run_live(source, model, load_params(params_file), window=window, hop=hop, out=stream,
+                     realtime=realtime, backlog=backlog, view=show)
+    except (PredictError, SourceError) as e:
+        raise UserError(str(e)) from None
 
 
 @app.command()

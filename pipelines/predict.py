@@ -7,11 +7,11 @@ with `start`/`end`) that goes through the SAME extractors as the corpus pipeline
 model gives class probabilities per window from the modalities the file has. A window where an extractor fails
 (no face, silence) keeps its other modality and lists the failure with its ledger reason.
 
-Outputs in `out_dir`: `<stem>.timeline.csv`, `<stem>.timeline.json` and, with `plot`, `<stem>.timeline.png`.
+Outputs in `out_dir`: `<stem>.timeline.csv`, `<stem>.timeline.json` and, with `plot`, `<stem>.timeline.png`
+(pipelines/timeline.py).
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ from pipelines.config import feature_config, paths
 from pipelines.extractor import Extractor, build, failure, full_schema
 from pipelines.probe import ProbeError, probe, segment_hash
 from pipelines.store import KEY, LABEL_COLUMNS
+from pipelines.timeline import write_outputs
 from training.data import Frame
 from training.models import ModelLoadError, load_model
 from training.run import needed_feature_sets
@@ -171,7 +172,6 @@ def extract(plan: dict[str, Extractor], items: list[dict]) -> tuple[dict[str, li
     rows: dict[str, list[dict]] = {}
     failures: list[dict] = []
     for feature_set, extractor in plan.items():
-        extractor.setup()
         upstream = {fs: {r["clip_id"]: r for r in rows[fs]} for fs in extractor.requires}
         ready = []
         for item in items:
@@ -213,6 +213,60 @@ def face_box(row: dict | None) -> tuple[list[float] | None, float | None]:
     return [round(float(v), 1) for v in np.median(boxes[found], axis=0)], float(found.mean())
 
 
+def speaking_face(row: dict | None) -> dict | None:
+    """The window's speaking face (active speaker detection in `faces`): its box, track, synchrony and the number
+    of faces; None when the faces set did not decide (no landmarks, no audio) or no mouth follows the voice."""
+    if row is None or row.get("speaking_track") is None or int(row["speaking_track"]) < 0:
+        return None
+    track = str(int(row["speaking_track"]))
+    tracks = json.loads(row["speaking_tracks"])
+    return {"box": tracks[track]["box"], "track": int(track), "sync": tracks[track]["sync"],
+            "n_faces": len(tracks)}
+
+
+class WindowScorer:
+    """The model and its extractors, loaded once: `score(items)` turns window work items into timeline entries
+    (`aver predict` scores a file's windows in one call, `aver live` each window as it completes)."""
+
+    def __init__(self, saved: SavedModel, params: dict, used: tuple[str, ...]):
+        self.saved, self.used = saved, used
+        try:    # before any extractor loads: a folder aver did not write is refused (its files are never executed)
+            self.model = load_model(saved.directory)
+        except ModelLoadError as e:
+            raise PredictError(str(e)) from None
+        self.plan = feature_plan(saved, params, used)
+        for extractor in self.plan.values():
+            extractor.setup()
+        self.classes = list(saved.info["classes"])
+        self.by_modality = {m: [fs for fs, ex in self.plan.items() if ex.modality == m] for m in used}
+        self.last_faces: dict[str, dict] = {}
+
+    def score(self, items: list[dict]) -> list[dict]:
+        rows, failures = extract(self.plan, items)
+        have = {fs: {r["clip_id"] for r in rows[fs]} for fs in self.plan}
+        window_modalities = [[m for m in self.used if all(item["clip_id"] in have[fs] for fs in self.by_modality[m])]
+                             for item in items]
+        if not any(window_modalities):
+            reasons = sorted({f"{f['stage']}: {f['reason']}" for f in failures})
+            raise PredictError(f"no features could be computed ({'; '.join(reasons)})")
+        frame = Frame(store_layout(items, self.plan, rows), self.classes, self.saved.info.get("modalities") or {}, None)
+        proba = np.asarray(self.model.predict_proba(frame, modalities=self.used), np.float64)
+        faces = {r["clip_id"]: r for r in rows.get("faces", [])}
+        self.last_faces = faces             # the live run follows the speaking face from window to window
+        timeline = []
+        for item, p, mods in zip(items, proba, window_modalities):
+            row = faces.get(item["clip_id"])
+            box, fraction = face_box(row) if "faces" in self.plan else (None, None)
+            timeline.append({
+                "start": item["start"], "end": item["end"], "label": self.classes[int(p.argmax())],
+                "confidence": float(p.max()), "probs": dict(zip(self.classes, map(float, p))), "modalities": mods,
+                "face_box": box, "face_fraction": fraction, "speaking_face": speaking_face(row),
+                "failures": [{"feature_set": f["stage"], "reason": f["reason"], "detail": f["detail"].splitlines()[0]}
+                             for f in failures if f["clip_id"] == item["clip_id"]],
+            })
+        return timeline
+
+
 def predict_file(path: str | Path, model_dir: str | Path | None = None, params: dict | None = None,
                  window: float = 2.0, hop: float = 1.0, out_dir: str | Path | None = None,
                  plot: bool = False) -> dict:
@@ -232,48 +286,21 @@ def predict_file(path: str | Path, model_dir: str | Path | None = None, params: 
     if not facts["duration"]:
         raise PredictError(f"cannot use {path}: its duration is unknown")
     saved = choose_model(model_dir, paths(params)["runs"], available)
-    used = tuple(m for m in saved.modalities if m in available)
-    if not used:
-        raise PredictError(f"model {saved.name!r} reads {' and '.join(saved.modalities)}; {path.name} has only "
-                           f"{' and '.join(available)}")
-    try:        # before any extraction: a folder aver did not write is refused (its files are never executed)
-        model = load_model(saved.directory)
-    except ModelLoadError as e:
-        raise PredictError(str(e)) from None
-    plan = feature_plan(saved, params, used)
+    used = usable_modalities(saved, available, path.name)
     items = window_items(path.resolve(), facts, windows(float(facts["duration"]), window, hop))
-    rows, failures = extract(plan, items)
-
-    by_modality = {m: [fs for fs, ex in plan.items() if ex.modality == m] for m in used}
-    have = {fs: {r["clip_id"] for r in rows[fs]} for fs in plan}
-    window_modalities = [[m for m in used if all(item["clip_id"] in have[fs] for fs in by_modality[m])]
-                         for item in items]
-    if not any(window_modalities):
-        reasons = sorted({f"{f['stage']}: {f['reason']}" for f in failures})
-        raise PredictError(f"no features could be computed for {path.name} ({'; '.join(reasons)})")
-
-    classes = list(saved.info["classes"])
-    frame = Frame(store_layout(items, plan, rows), classes, saved.info.get("modalities") or {}, None)
-    proba = np.asarray(model.predict_proba(frame, modalities=used), np.float64)
-    faces = {r["clip_id"]: r for r in rows.get("faces", [])}
-    timeline = []
-    for item, p, mods in zip(items, proba, window_modalities):
-        box, fraction = face_box(faces.get(item["clip_id"])) if "faces" in plan else (None, None)
-        timeline.append({
-            "start": item["start"], "end": item["end"], "label": classes[int(p.argmax())],
-            "confidence": float(p.max()), "probs": dict(zip(classes, map(float, p))), "modalities": mods,
-            "face_box": box, "face_fraction": fraction,
-            "failures": [{"feature_set": f["stage"], "reason": f["reason"], "detail": f["detail"].splitlines()[0]}
-                         for f in failures if f["clip_id"] == item["clip_id"]],
-        })
+    scorer = WindowScorer(saved, params, used)
+    try:
+        timeline = scorer.score(items)
+    except PredictError as e:
+        raise PredictError(f"{path.name}: {e}") from None
+    classes = scorer.classes
+    proba = np.array([[t["probs"][c] for c in classes] for t in timeline])
     lengths = np.array([t["end"] - t["start"] for t in timeline])
     overall = (proba * lengths[:, None]).sum(0) / lengths.sum()
     result = {
         "file": str(path.resolve()), "duration": float(facts["duration"]), "file_modalities": list(available),
-        "modalities_used": list(used),
-        "model": {"name": saved.name, "dir": str(saved.directory), "classes": classes,
-                  "model_modalities": list(saved.modalities), "cv_uar": saved.uar},
-        "feature_sets": {fs: ex.kind for fs, ex in plan.items()}, "window": window, "hop": hop,
+        "modalities_used": list(used), "model": model_summary(saved),
+        "feature_sets": {fs: ex.kind for fs, ex in scorer.plan.items()}, "window": window, "hop": hop,
         "overall": {"label": classes[int(overall.argmax())], "probs": dict(zip(classes, map(float, overall)))},
         "windows": timeline,
     }
@@ -282,46 +309,14 @@ def predict_file(path: str | Path, model_dir: str | Path | None = None, params: 
     return result
 
 
-# ---- outputs ------------------------------------------------------------------------------------------------------
-def write_outputs(result: dict, out_dir: Path, stem: str, plot: bool) -> dict[str, str]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    classes = result["model"]["classes"]
-    csv_path, json_path = out_dir / f"{stem}.timeline.csv", out_dir / f"{stem}.timeline.json"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["start", "end", "label", "confidence", *(f"p_{c}" for c in classes), "modalities",
-                         "face_x1", "face_y1", "face_x2", "face_y2", "face_fraction", "failures"])
-        for t in result["windows"]:
-            box = t["face_box"] or [None] * 4
-            writer.writerow([f"{t['start']:.3f}", f"{t['end']:.3f}", t["label"], f"{t['confidence']:.4f}",
-                             *(f"{t['probs'][c]:.4f}" for c in classes), "+".join(t["modalities"]),
-                             *("" if v is None else v for v in box),
-                             "" if t["face_fraction"] is None else f"{t['face_fraction']:.3f}",
-                             "; ".join(f"{x['feature_set']}:{x['reason']}" for x in t["failures"])])
-    outputs = {"csv": str(csv_path), "json": str(json_path)}
-    if plot:
-        outputs["png"] = str(plot_timeline(result, out_dir / f"{stem}.timeline.png"))
-    json_path.write_text(json.dumps({**result, "outputs": outputs}, indent=2))
-    return outputs
+def usable_modalities(saved: SavedModel, available: tuple[str, ...], name: str) -> tuple[str, ...]:
+    used = tuple(m for m in saved.modalities if m in available)
+    if not used:
+        raise PredictError(f"model {saved.name!r} reads {' and '.join(saved.modalities)}; {name} has only "
+                           f"{' and '.join(available)}")
+    return used
 
 
-def plot_timeline(result: dict, path: Path) -> Path:
-    """Class probabilities over time (window centres), the predicted label of each window shaded underneath."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    classes, timeline = result["model"]["classes"], result["windows"]
-    centres = [(t["start"] + t["end"]) / 2 for t in timeline]
-    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(classes)}
-    fig, ax = plt.subplots(figsize=(10, 4), constrained_layout=True)
-    for c in classes:
-        ax.plot(centres, [t["probs"][c] for t in timeline], marker="o", color=colours[c], label=c)
-    for t, centre in zip(timeline, centres):
-        half = (t["end"] - t["start"]) / 2 if len(timeline) == 1 else result["hop"] / 2
-        ax.axvspan(centre - half, centre + half, ymin=0, ymax=0.04, color=colours[t["label"]], lw=0)
-    ax.set(xlim=(0, result["duration"]), ylim=(0, 1), xlabel="time (s, window centre)", ylabel="probability",
-           title=f"{Path(result['file']).name}: {result['model']['name']} on {' + '.join(result['modalities_used'])}")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+def model_summary(saved: SavedModel) -> dict:
+    return {"name": saved.name, "dir": str(saved.directory), "classes": list(saved.info["classes"]),
+            "model_modalities": list(saved.modalities), "cv_uar": saved.uar}

@@ -1,0 +1,143 @@
+"""`aver live` benchmark: latency of a 60-s stream at 1x, and active-speaker accuracy on generated two-face clips.
+
+    python benchmarks/live.py                  # both parts
+    python benchmarks/live.py --only asd       # accuracy only (no model needed)
+
+Latency: a miniature model is trained as tests/test_predict.py does (demo corpus, vavl), with the `faces` params of
+params.yaml (landmarks on: active speaker detection); a 60-s two-face clip (MEAD M030 | RAVDESS actor 1, looped,
+the sound of the left face) is streamed as MPEG-TS over loopback TCP at 1x and read by `run_live` (1-s windows,
+0.5-s hop, torch and BLAS pinned to `--cores` threads). Reported: latency p50/p95 (window complete -> its line
+written), dropped windows, and the time from the end of the stream to the last output.
+
+Accuracy: every ordered pair of real talking faces in tests/two_faces.SOURCES side by side, each face in turn being
+the one heard; the clip is cut into live windows (1 s every 0.5 s); each window runs the `faces` extractor
+(params.yaml params) and the live SpeakerMemory, and counts as right when the speaking face's box is on the heard
+face's half. Windows where no face is declared speaking count as wrong. Also the batch decision per whole clip.
+"""
+from __future__ import annotations
+
+import _setup  # noqa: F401  (repository on sys.path, offline models)
+
+import argparse
+import io
+import itertools
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(_setup.ROOT / "tests"))
+from two_faces import SIDE, SOURCES, compose, serve_mpegts  # noqa: E402
+
+from features.audio_io import decode_native  # noqa: E402
+from features.faces import FacesExtractor  # noqa: E402
+from pipelines.config import feature_config, load_params  # noqa: E402
+from pipelines.live.source import WindowMedia  # noqa: E402
+from pipelines.live.speaker import SpeakerMemory  # noqa: E402
+from pipelines.predict import windows  # noqa: E402
+from pipelines.probe import probe  # noqa: E402
+
+FACES = ("mead_m030", "ravdess_01", "crema_1001_ang", "meld_dia1")
+
+
+def asd_accuracy(work: Path, faces_params: dict, window: float, hop: float, repeat: int) -> dict:
+    extractor = FacesExtractor(**faces_params)
+    extractor.setup()
+    right = total = silent = clip_right = 0
+    for a, b in itertools.combinations(FACES, 2):
+        for heard in (0, 1):
+            path = compose(work / f"{a}-{b}-{heard}.mp4", [_setup.SHARED / "data" / SOURCES[a],
+                                                          _setup.SHARED / "data" / SOURCES[b]], heard, repeat=repeat)
+            item = {"clip_id": path.stem, "corpus": "bench", "path": path.name, "abspath": str(path),
+                    "variant": "clean", "content_hash": path.stem}
+            whole = extractor.extract(item)
+            clip_right += _on_side(json.loads(whole["speaking_tracks"]).get(str(whole["speaking_track"]), {}).get("box"),
+                                   heard)
+            memory = SpeakerMemory()
+            for start, end in windows(float(probe(path)["duration"]), window, hop):
+                window_item = {**item, "start": start, "end": end, "content_hash": f"{path.stem}@{start}",
+                               "speaker_hint": memory.box}
+                row = extractor.extract(window_item)
+                media = WindowMedia(decode_native(path, start, end), [], True)
+                face = memory.update(row, media, start)
+                total += 1
+                silent += face is None
+                right += face is not None and _on_side(face["box"], heard)
+    return {"windows": total, "right": right, "accuracy": right / total, "no_speaker": silent,
+            "clips": 2 * len(list(itertools.combinations(FACES, 2))), "clips_right": clip_right}
+
+
+def _on_side(box, heard: int) -> bool:
+    return box is not None and ((box[0] + box[2]) / 2 >= SIDE) == (heard == 1)
+
+
+def miniature_model(work: Path, faces_params: dict) -> dict:
+    """Params of a run holding a vavl model trained on a small demo corpus, as tests/test_predict.py trains one."""
+    from pipelines.demo import generate
+    from pipelines.ingest import ingest
+    from pipelines.plan import run_extractions
+    from test_predict import EMOTIONS, FEATURES, TRAIN
+    from training.stages import train_stage
+    generate(work / "demo", speakers=3, emotions=EMOTIONS, takes=1, duration=1.5, workers=1)
+    features = {**FEATURES, "faces": {"extractor": "faces", "params": faces_params}}
+    params = {"paths": {k: str(work / k) for k in ("manifests", "store", "runs")},
+              "corpora": {"demo": {"adapter": "demo", "root": str(work / "demo")}}, "features": features,
+              "train": {**TRAIN, "models": {"vavl": TRAIN["models"]["vavl"]}}}
+    ingest("demo", params["corpora"]["demo"], work / "manifests", progress=False)
+    run_extractions(params, list(features), "demo", progress=False)
+    train_stage(params)
+    return params
+
+
+def latency(work: Path, params: dict, seconds: float, window: float, hop: float) -> dict:
+    from pipelines.live import run_live
+    data = _setup.SHARED / "data"
+    loop = probe(data / SOURCES["mead_m030"])["duration"]
+    path = compose(work / "stream.mp4", [data / SOURCES["mead_m030"], data / SOURCES["ravdess_01"]], 0,
+                   repeat=int(np.ceil(seconds / loop)), seconds=loop)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sender = serve_mpegts(path, f"tcp://127.0.0.1:{port}")
+    out = io.StringIO()
+    summary = run_live(f"tcp://127.0.0.1:{port}?listen=1", None, params, window=window, hop=hop, out=out)
+    sender.join(10)
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    spoke = [w["speaking_face"] for w in lines if w["event"] == "window"]
+    summary["stream_s"] = float(probe(path)["duration"])
+    summary["speaker_on_heard_side"] = float(np.mean([f is not None and _on_side(f["box"], 0) for f in spoke]))
+    summary["shed_events"] = sum(x["event"] == "shed" for x in lines)
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", choices=["asd", "latency"])
+    ap.add_argument("--repeat", type=int, default=3, help="loops of each two-face clip for the accuracy part")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--cores", type=int, default=2)
+    args = ap.parse_args()
+    params = load_params(_setup.ROOT / "params.yaml")
+    faces_params = dict(feature_config(params, "faces")["params"])
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if args.only != "latency":
+            print(json.dumps({"active_speaker": asd_accuracy(work, faces_params, 1.0, 0.5, args.repeat)}), flush=True)
+        if args.only != "asd":
+            from pipelines.extractor import Resources, limit_threads
+            limit_threads(Resources(num_cpus=args.cores))
+            load = os.getloadavg()
+            started = time.time()
+            params = miniature_model(work / "run", faces_params)
+            print(f"miniature model trained in {time.time() - started:.0f} s", file=sys.stderr)
+            result = latency(work, params, args.seconds, 1.0, 0.5)
+            print(json.dumps({"latency": result, "load_before": load, "load_after": os.getloadavg()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""`aver live`: a real clip served as MPEG-TS over loopback TCP, a slow extractor forcing shedding, bad sources."""
+import io
+import json
+import socket
+import time
+
+import pytest
+
+from conftest import shared_path
+from features.faces import FacesExtractor
+from pipelines.live import SourceError, run_live
+from pipelines.predict import predict_file, windows
+from pipelines.probe import probe
+from test_predict import run  # noqa: F401 - the trained miniature models (module fixture)
+from two_faces import serve_mpegts
+
+MELD = ("meld_sample", "train_splits", "dia1_utt0.mp4")
+MEAD = ("mead_sample", "eamm", "M030_sad_3_001.mp4")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _lines(buffer: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+def test_a_loopback_stream_gives_json_lines_and_stops_at_its_end(run, tmp_path):  # noqa: F811
+    path = shared_path("data", *MELD)
+    port = _free_port()
+    sender = serve_mpegts(path, f"tcp://127.0.0.1:{port}")
+    out = io.StringIO()
+    summary = run_live(f"tcp://127.0.0.1:{port}?listen=1", None, run["params"], window=1.0, hop=0.5, out=out)
+    sender.join(10)
+    lines = _lines(out)
+    assert lines[0]["event"] == "start" and lines[0]["kind"] == "network" and lines[0]["model"]["name"] == "vavl"
+    assert lines[-1] == {**summary, "event": "summary"} and summary["stopped"] == "end_of_stream"
+    got = [w for w in lines if w["event"] == "window"]
+    duration = probe(path)["duration"]
+    expected = windows(duration, 1.0, 0.5)
+    dropped = [w for w in lines if w["event"] == "dropped"]      # none on a quiet machine; the test box is shared
+    spans = sorted([(w["start"], w["end"]) for w in got + dropped])
+    assert [t for s in spans for t in s] == pytest.approx([t for s in expected for t in s], abs=0.05)
+    assert summary["windows"] == len(got) >= len(expected) - 1 and summary["dropped"] == len(dropped)
+    assert not summary["reader_error"]
+    assert summary["latency_p50_s"] <= summary["latency_p95_s"] and summary["end_to_last_output_s"] >= 0
+    for w in got:
+        assert w["modalities"] == ["audio", "video"] and not w["failures"]
+        assert sum(w["probs"].values()) == pytest.approx(1.0, abs=1e-5) and w["latency_s"] > 0
+        assert w["wall_time"] > time.time() - 600 and w["detect_every"] in (2, 4, 8)   # 4, 8: shed
+        x1, y1, x2, y2 = w["face_box"]
+        assert 0 <= x1 < x2 <= 1280 and 0 <= y1 < y2 <= 720
+        assert "speaking_face" in w
+
+
+def test_a_file_scored_live_matches_predict_on_the_same_windows(run, tmp_path):  # noqa: F811
+    """Same scorer, same windows: the in-memory window media give predict's probabilities."""
+    path = shared_path("data", *MELD)
+    out = io.StringIO()
+    run_live(str(path), None, run["params"], window=1.0, hop=0.5, out=out)
+    live = [w for w in _lines(out) if w["event"] == "window"]
+    batch = predict_file(path, None, run["params"], window=1.0, hop=0.5, out_dir=tmp_path)["windows"]
+    # the stream ends with its last decoded sample, probe's duration is the container's: a few ms apart
+    assert [t for w in live for t in (w["start"], w["end"])] == pytest.approx(
+        [t for w in batch for t in (w["start"], w["end"])], abs=0.05)
+    for a, b in zip(live[:-1], batch[:-1]):     # the last windows differ by those ms of audio
+        assert a["face_box"] == b["face_box"]
+        assert list(a["probs"].values()) == pytest.approx(list(b["probs"].values()), abs=0.02)
+
+
+def test_a_slow_extractor_sheds_work_and_keeps_the_backlog_bounded(run, monkeypatch):  # noqa: F811
+    slow = 1.2
+    original = FacesExtractor.extract
+
+    def slow_extract(self, item):
+        time.sleep(slow)
+        return original(self, item)
+
+    monkeypatch.setattr(FacesExtractor, "extract", slow_extract)
+    path = shared_path("data", *MEAD)
+    out = io.StringIO()
+    summary = run_live(str(path), None, run["params"], window=1.0, hop=0.5, out=out, realtime=True, backlog=1)
+    lines = _lines(out)
+    scored = [w for w in lines if w["event"] == "window"]
+    dropped = [w for w in lines if w["event"] == "dropped"]
+    shed = [w for w in lines if w["event"] == "shed"]
+    total = len(windows(probe(path)["duration"], 1.0, 0.5))
+    assert dropped and summary["dropped"] == len(dropped) and len(scored) + len(dropped) == total
+    assert all(d["reason"] == "backlog" for d in dropped)
+    assert shed and shed[0]["detect_every"] == 4 and scored[-1]["detect_every"] > 2
+    # at most one window waits while another is scored: no latency beyond two slow windows (+ model work)
+    assert max(w["latency_s"] for w in scored) < 2 * slow + 3.0
+
+
+def test_sources_that_cannot_be_read_give_one_line(run, tmp_path):  # noqa: F811
+    with pytest.raises(SourceError, match="no such file, camera or URL"):
+        run_live(str(tmp_path / "missing.mp4"), None, run["params"], out=io.StringIO())
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not media")
+    with pytest.raises(SourceError, match="cannot open"):
+        run_live(str(bad), None, run["params"], out=io.StringIO())

