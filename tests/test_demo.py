@@ -13,8 +13,7 @@ from torchvision.ops import nms
 
 from conftest import shared_path
 from pipelines.corpora import scan_corpus
-from pipelines import demo
-from pipelines.demo import generate
+from pipelines.demo import encoding, generate
 
 SPEAKERS, EMOTIONS, DURATION, FPS, SR, SIZE = 2, ("happy", "sad"), 1.6, 25, 16000, 256
 NAMES = {f"spk0{s}_{e}_t1.mp4" for s in (1, 2) for e in EMOTIONS}
@@ -111,7 +110,7 @@ def test_other_seed_changes_content_and_stale_clips_are_removed(corpus, tmp_path
 
 
 def test_falls_back_to_mpeg4_without_x264(tmp_path, monkeypatch):
-    monkeypatch.setattr(demo, "video_codec", lambda: "mpeg4")
+    monkeypatch.setattr(encoding, "video_codec", lambda: "mpeg4")
     generate(tmp_path, speakers=1, emotions=("sad",), takes=1, duration=0.6, workers=1)
     with av.open(str(tmp_path / "spk01_sad_t1.mp4")) as c:
         assert c.streams.video[0].codec_context.name == "mpeg4"
