@@ -4,29 +4,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from features.warp import warp_affine
 from pipelines.demo.profiles import Expression, Speaker
 
 
 SHIFT = 4                      # OpenCV sub-pixel bits for anti-aliased drawing
-INTER_BITS = 5                 # OpenCV's fixed-point sub-pixel bits for remap (cv2.INTER_TAB_SIZE = 32)
-
-
-def warp_affine(img: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """cv2.warpAffine(img, m, INTER_LINEAR) with the same bytes on every CPU.
-
-    warpAffine computes its source coordinates in SIMD code whose rounding depends on the CPU's instruction set
-    (AVX2/FMA or not), so a few edge pixels moved between machines. Here numpy computes the coordinates and rounds
-    them to OpenCV's fixed-point map format; remap's integer bilinear kernel is exact on every instruction set.
-    """
-    h, w = img.shape[:2]
-    inverse = cv2.invertAffineTransform(m)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    tab = 1 << INTER_BITS
-    fx = np.rint((inverse[0, 0] * xx + inverse[0, 1] * yy + inverse[0, 2]) * tab).astype(np.int32)
-    fy = np.rint((inverse[1, 0] * xx + inverse[1, 1] * yy + inverse[1, 2]) * tab).astype(np.int32)
-    whole = np.clip(np.stack([fx >> INTER_BITS, fy >> INTER_BITS], -1), -32768, 32767).astype(np.int16)
-    fraction = ((fy & (tab - 1)) * tab + (fx & (tab - 1))).astype(np.uint16)
-    return cv2.remap(img, whole, fraction, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def _pts(xy) -> np.ndarray:
@@ -247,7 +229,7 @@ class Face:
         roll, dx, dy, scale = pose
         m = cv2.getRotationMatrix2D((self.cx, self.cy + 1.1 * self.h), roll, scale)   # pivot at the neck
         m[:, 2] += (dx, dy)
-        head = warp_affine(head, m)
+        head = warp_affine(head, m)      # not cv2.warpAffine: its bytes depend on the CPU (features/warp.py)
         a = head[..., 3].astype(np.float32) * (1 / 255)
         frame = cv2.blendLinear(cv2.cvtColor(head, cv2.COLOR_BGRA2BGR), self.backdrop, a, 1 - a)
         frame = cv2.blendLinear(self.clothes, frame, self.clothes_alpha, 1 - self.clothes_alpha)
