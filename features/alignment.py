@@ -2,13 +2,15 @@
 
 The transform is the least-squares similarity (rotation, uniform scale, translation) of Umeyama (1991), as in
 insightface's `norm_crop` via skimage's SimilarityTransform; it is computed here in numpy, so alignment is
-exact and deterministic (no RANSAC). The crop is cut from the full-resolution frame with one warpAffine.
+exact and deterministic (no RANSAC). The crop is cut from the full-resolution frame with one bilinear affine
+warp that gives the same bytes on every CPU (features/warp.py).
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from features.warp import warp_affine
 from pipelines.extractor import ClipError, column, upstream_row
 
 # ArcFace / insightface template for a 112x112 crop: image-left eye, image-right eye, nose tip, mouth corners.
@@ -41,8 +43,7 @@ def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 def align_face(frame: np.ndarray, landmarks5: np.ndarray, size: int = 112) -> tuple[np.ndarray, np.ndarray]:
     """(size x size aligned crop, 2x3 frame->crop matrix). Outside the frame is black."""
     matrix = similarity_transform(landmarks5, template(size))
-    crop = cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=0)
+    crop = warp_affine(frame, matrix, (size, size))      # cv2.warpAffine's bytes depend on the CPU
     return crop, matrix
 
 

@@ -9,14 +9,19 @@ os.environ.setdefault("AVER_MODELS_DIR", str(SHARED / "models"))
 os.environ.setdefault("AVER_OFFLINE", "1")
 
 
+def missing(what: str) -> None:
+    """Skip the test for want of something CI provides (a ../shared asset, a browser), or fail it under
+    AVER_REQUIRE_ASSETS=1 (.ci/run), where a missing one means the CI set-up is broken."""
+    if os.environ.get("AVER_REQUIRE_ASSETS") == "1":
+        pytest.fail(f"{what} (AVER_REQUIRE_ASSETS=1)")
+    pytest.skip(what)
+
+
 def shared_path(*parts: str) -> Path:
     """Path under ../shared; skips the test when missing, or fails it under AVER_REQUIRE_ASSETS=1."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        msg = f"shared asset missing: {path}"
-        if os.environ.get("AVER_REQUIRE_ASSETS") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing(f"shared asset missing: {path}")
     return path
 
 

@@ -1,5 +1,8 @@
 """The synthetic demo corpus: naming, streams, determinism, a real face detector on its frames, emotion cues."""
 import hashlib
+import os
+import subprocess
+import sys
 
 import av
 import librosa
@@ -7,14 +10,17 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+import yaml
+from dvc_data.hashfile.hash_info import HashInfo
+from dvc_data.hashfile.meta import Meta
+from dvc_data.hashfile.tree import Tree
 from retinaface.box_utils import decode, decode_landm
 from retinaface.prior_box import priorbox
 from torchvision.ops import nms
 
-from conftest import shared_path
+from conftest import ROOT, shared_path
 from pipelines.corpora import scan_corpus
-from pipelines import demo
-from pipelines.demo import generate
+from pipelines.demo import encoding, generate
 
 SPEAKERS, EMOTIONS, DURATION, FPS, SR, SIZE = 2, ("happy", "sad"), 1.6, 25, 16000, 256
 NAMES = {f"spk0{s}_{e}_t1.mp4" for s in (1, 2) for e in EMOTIONS}
@@ -34,7 +40,7 @@ def frames(path, every=1):
 
 def audio(path):
     with av.open(str(path)) as c:
-        return np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)])
+        return np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)]).astype(np.float32) / 32768   # s16
 
 
 def digest(folder):
@@ -90,15 +96,65 @@ def test_streams_match_declared_rates_and_duration(corpus):
             assert video.codec_context.name in ("h264", "mpeg4") and (video.width, video.height) == (SIZE, SIZE)
             assert video.average_rate == FPS and float(video.duration * video.time_base) == pytest.approx(
                 DURATION, abs=1 / FPS)
-            assert sound.codec_context.name == "aac" and sound.sample_rate == SR and sound.channels == 1
-            assert float(sound.duration * sound.time_base) == pytest.approx(DURATION, abs=0.01)
+            assert sound.codec_context.name == "pcm_s16le" and sound.sample_rate == SR and sound.channels == 1
+            assert float(sound.duration * sound.time_base) == pytest.approx(DURATION, abs=1 / SR)
         assert len(frames(path)) == round(DURATION * FPS)
-        assert DURATION * SR <= len(audio(path)) <= DURATION * SR + 1024    # AAC pads its last 1024-sample frame
+        assert len(audio(path)) == round(DURATION * SR)
 
 
 def test_same_seed_gives_same_bytes_whatever_the_worker_count(corpus, tmp_path):
     again = generate(tmp_path, speakers=SPEAKERS, emotions=EMOTIONS, takes=1, duration=DURATION, workers=1)
     assert digest(again) == digest(corpus)
+
+
+# Run the generator again with every SIMD path it can reach switched off (OpenCV's and numpy's dispatch, FFmpeg's
+# CPU flags): a stand-in for a machine with another instruction set.
+PLAIN_CPU = {"OPENCV_CPU_DISABLE": "AVX512F,AVX2,FMA3,AVX,FP16,SSE4_2,SSE4_1,POPCNT,SSSE3",
+             "NPY_DISABLE_CPU_FEATURES": "AVX512_ICL X86_V4 X86_V3"}
+PLAIN_CPU_RUN = f"""
+import ctypes, glob, os, sys
+from pathlib import Path
+import av
+libavutil = glob.glob(os.path.join(os.path.dirname(av.__file__), os.pardir, "av.libs", "libavutil*"))
+assert libavutil, "PyAV's bundled libavutil not found"
+ctypes.CDLL(libavutil[0]).av_force_cpu_flags(0)
+from pipelines.demo import generate
+generate(Path(sys.argv[1]), speakers={SPEAKERS}, emotions={EMOTIONS}, takes=1, duration={DURATION}, workers=1)
+"""
+
+
+def test_same_bytes_without_the_cpus_simd_code(corpus, tmp_path):
+    env = {**os.environ, **PLAIN_CPU, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-c", PLAIN_CPU_RUN, str(tmp_path)], env=env, check=True, capture_output=True,
+                   timeout=600)
+    assert digest(tmp_path) == digest(corpus)
+
+
+def test_no_library_version_is_written_into_the_clips(corpus):
+    """FFmpeg's muxer tag ("Lavf62.12.100") changes with every PyAV release; bitexact muxing leaves it out."""
+    for path in corpus.glob("*.mp4"):
+        with av.open(str(path)) as c:
+            assert "encoder" not in c.metadata
+        assert b"Lavf" not in path.read_bytes()
+
+
+def dvc_dir_md5(folder):
+    """The directory hash DVC records in dvc.lock (a tree of per-file md5s), computed by DVC's own library."""
+    tree = Tree()
+    for p in sorted(folder.iterdir()):
+        tree.add((p.name,), Meta(size=p.stat().st_size), HashInfo("md5", hashlib.md5(p.read_bytes()).hexdigest()))
+    tree.digest()
+    return tree.hash_info.value
+
+
+def test_params_yaml_demo_regenerates_the_corpus_in_dvc_lock(tmp_path):
+    """Same params -> same bytes: the committed dvc.lock must be what a real `dvc repro` wrote on any machine."""
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]["demo"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())["demo"]
+    assert lock["params"]["params.yaml"]["demo"] == params
+    out = generate(tmp_path / "demo", **params, workers=2)
+    (entry,) = lock["outs"]
+    assert (dvc_dir_md5(out), len(list(out.iterdir()))) == (entry["md5"], entry["nfiles"])
 
 
 def test_other_seed_changes_content_and_stale_clips_are_removed(corpus, tmp_path):
@@ -111,7 +167,7 @@ def test_other_seed_changes_content_and_stale_clips_are_removed(corpus, tmp_path
 
 
 def test_falls_back_to_mpeg4_without_x264(tmp_path, monkeypatch):
-    monkeypatch.setattr(demo, "video_codec", lambda: "mpeg4")
+    monkeypatch.setattr(encoding, "video_codec", lambda: "mpeg4")
     generate(tmp_path, speakers=1, emotions=("sad",), takes=1, duration=0.6, workers=1)
     with av.open(str(tmp_path / "spk01_sad_t1.mp4")) as c:
         assert c.streams.video[0].codec_context.name == "mpeg4"

@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 import ray
@@ -83,7 +84,7 @@ def test_engines_give_identical_rows(corpus):
         s = run_extraction(p, FS, "emo", progress=False)
         assert s.extracted == 16, engine
         results[engine] = _rows(p)
-    ray.shutdown()   # the local Ray instance must not outlive the test (the cluster test stops every Ray process)
+    ray.shutdown()   # the local Ray instance must not outlive the test
     assert results["local"] == results["ray"] == results["beam"]
     meta = FeatureStore(tmp / "store_beam", params["paths"]["manifests"]).info(FS, "emo")
     assert meta["kind"] == "opensmile" and meta["rows"] == 16
@@ -162,5 +163,29 @@ def test_two_node_ray_cluster(corpus):
         run_extraction(ref, FS, "emo", progress=False)
         assert _rows(p) == _rows(ref)
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
+        stop_cluster(temp_dir, head)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def stop_cluster(temp_dir: str, head: str) -> list[int]:
+    """End this test's Ray cluster only (`ray stop` ends every Ray process on the machine, other users' too): the
+    processes whose command line names its temp dir (GCS, raylets, agents, monitors) or its head address (the
+    client server), with their children (workers rename themselves "ray::IDLE" and so lose those arguments).
+    Returns the PIDs ended."""
+    def names_cluster(proc) -> bool:
+        return any(temp_dir in arg or head in arg for arg in proc.info["cmdline"] or ())
+    ours = [p for p in psutil.process_iter(["cmdline"]) if p.pid != os.getpid() and names_cluster(p)]
+    for proc in list(ours):
+        try:
+            ours += proc.children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+    for proc in ours:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(ours, timeout=15)
+    for proc in alive:
+        proc.kill()
+    return [proc.pid for proc in ours]

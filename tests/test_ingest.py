@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -224,13 +227,33 @@ def test_probe_decodes_rather_than_trusting_the_header(tmp_path):
     assert e.value.reason == "undecodable" and "video:" in e.value.detail and "audio:" in e.value.detail
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
-def test_probe_unreadable_permission(tmp_path):
-    path = mini.audio(tmp_path / "locked.wav")
-    path.chmod(0)
-    with pytest.raises(ProbeError) as e:
+def _probe_reason(path: Path, uid: int | None = None) -> str | None:
+    """The probe's ledger reason for `path`, read as user `uid` when given (root reads any file)."""
+    if uid is not None:
+        os.setgid(uid)
+        os.setuid(uid)
+    try:
         probe(path)
-    assert e.value.reason == "unreadable"
+    except ProbeError as e:
+        return e.reason
+    return None
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file permissions")
+def test_probe_unreadable_permission():
+    folder = Path(tempfile.mkdtemp())      # not under pytest's 0700 root-owned tmp, so only the file is locked
+    try:
+        folder.chmod(0o755)
+        path = mini.audio(folder / "locked.wav")
+        path.chmod(0)
+        if os.geteuid() == 0:   # CI runs as root: probe from a forked child that dropped to user nobody
+            with multiprocessing.get_context("fork").Pool(1) as pool:
+                reason = pool.apply(_probe_reason, (path, 65534))
+        else:
+            reason = _probe_reason(path)
+        assert reason == "unreadable"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_generic_corpus_ledgers_links_and_pipes_in_plain_words(tmp_path):

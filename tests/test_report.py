@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from conftest import shared_path
+from conftest import missing, shared_path
 from pipelines.ingest import ingest
 from pipelines.plan import run_extraction
 from training.report import write_report
@@ -199,7 +199,7 @@ def test_a_run_without_folds_still_reports_its_metrics(pipeline, tmp_path):
 def test_report_renders_in_headless_chromium(pipeline, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("chromium is not installed")
+        missing("chromium is not installed (.ci/run installs Debian's chromium)")
     shot = tmp_path / "report.png"
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync", "--no-first-run",

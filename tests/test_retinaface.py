@@ -229,7 +229,9 @@ def test_resnet50_real_weights_find_the_face(reference):
     try:
         detector = RetinaFaceDetector(model="resnet50")
     except WeightsUnavailable as e:
-        pytest.skip(f"official ResNet-50 weights not available here: {e}")
+        # CI cannot have them: they are not among ../shared/models and aver never downloads at test time
+        pytest.skip(f"official ResNet-50 weights are not in ../shared/models (CI has no copy and tests never "
+                    f"download): {e}")
     entry = reference["crema_1001_DFA_ANG_XX"]
     top = detector.detect([load_frame(entry)])[0][:1, :4]
     assert box_iou(torch.from_numpy(top), torch.tensor([entry["origin_size"]["faces"][0]["box"]])).item() > 0.6
@@ -258,7 +260,7 @@ def test_resnet50_ternaus_builds_forwards_and_loads_a_zipped_checkpoint(tmp_path
     assert out.shape[1] == 15 and len(out) >= 1 and np.all(np.diff(out[:, 4]) <= 0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (CI and the dev machines are CPU-only)")
 def test_cuda_matches_cpu(reference):
     frames = [load_frame(entry) for entry in reference.values()]
     on_cpu = RetinaFaceDetector().detect(frames)
