@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AVER_SHARED", ROOT.parent / "shared"))
 os.environ.setdefault("AVER_MODELS_DIR", str(SHARED / "models"))
 os.environ.setdefault("AVER_OFFLINE", "1")
+# librosa's numba functions cache their machine code on disk, by default beside the installed package: a cache
+# written by several processes at once (another test session, its Ray and Beam workers) can crash the reader.
+os.environ.setdefault("NUMBA_CACHE_DIR", tempfile.mkdtemp(prefix="aver-numba-"))
 
 
 def missing(what: str) -> None:
