@@ -16,7 +16,7 @@ import numpy as np
 
 from features.audio_io import decode_audio
 from features.video_io import sample_frames
-from pipelines.demo import video_codec
+from pipelines.demo.encoding import video_codec
 
 SOURCES = {   # real talking faces with their own sound (see each PROVENANCE.md)
     "mead_m030": "mead_sample/eamm/M030_sad_3_001.mp4",
