@@ -55,7 +55,7 @@ def main(monkeypatch, *args):
 
     from pipelines import cli
     out = io.StringIO()
-    monkeypatch.setattr(cli.console, "file", out)
+    monkeypatch.setattr(sys, "stdout", out)      # the console writes to sys.stdout (its `file` stays unset)
     monkeypatch.setattr(sys, "argv", ["aver", *args])
     monkeypatch.setattr(cli, "DEBUG", {"traceback": False}, raising=False)
     try:

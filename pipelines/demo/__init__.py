@@ -20,6 +20,7 @@ from pipelines.demo import encoding
 from pipelines.demo.clip import ClipJob, clip_name, render_clip
 from pipelines.demo.encoding import encode
 from pipelines.demo.profiles import AFFECT, PROSODY
+from pipelines.errors import BadParams
 
 __all__ = ["AFFECT", "DEFAULT_EMOTIONS", "NAME_RE", "VERSION", "encode", "generate"]
 
