@@ -132,6 +132,20 @@ def test_registry_builds_each_kind_under_its_run_name():
         build("nope", {}, CLASSES)
 
 
+def test_tuned_average_weights_come_from_every_training_speaker_held_out(tmp_path, monkeypatch):
+    """Without a validation frame, fusion_avg tunes its weights on out-of-fold probabilities of every training row
+    (each predicted by members that never saw its speaker), not on one held-out speaker."""
+    from training.models.fusion import AverageFusion
+    store = synthetic_corpus(tmp_path, n_speakers=4, per_class=4)
+    frame = Frame(store.load(["synth_audio", "synth_video"], ["syn"], ("clean",)), CLASSES, SYN_CFG["modalities"])
+    seen = []
+    tune = AverageFusion._tune
+    monkeypatch.setattr(AverageFusion, "_tune", lambda self, probas, y: seen.append(len(y)) or tune(self, probas, y))
+    model = build("fusion_avg", {"members": {"lgbm_audio": FAST, "lgbm_video": FAST}, "weights": "tune"}, CLASSES)
+    model.fit(frame)
+    assert seen == [len(frame)] and model.weights.sum() == pytest.approx(1.0)
+
+
 SAVED_KINDS = {"lgbm_concat": FAST, "svm_concat": {"normalize": "global"},
                "fusion_avg": {"members": {"lgbm_audio": FAST, "svm_video": {}}, "weights": "tune"},
                "fusion_stack": {"members": {"lgbm_audio": FAST, "lgbm_video": FAST}, "inner_folds": 2}}

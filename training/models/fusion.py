@@ -4,7 +4,9 @@ Params:
   members   list of registry names or {name: params} (the train stage expands names of other configured models
             into their params); each member is a full model fitted on the same training frame.
   fusion_avg:   weights  list (one per member) or "tune": grid search on the simplex (step `grid_step`, default
-                0.1) maximising UAR on the validation frame, or, without one, on a speaker-grouped inner split.
+                0.1) maximising UAR on the validation frame, or, without one, on out-of-fold member probabilities
+                from `inner_folds` (default 3) speaker-grouped folds of the training frame (every training speaker
+                held out once: one held-out speaker alone made the weights a coin toss).
   fusion_stack: logistic regression (C, default 1.0) on out-of-fold member probabilities from `inner_folds`
                 (default 3) speaker-grouped folds of the training frame; members are then refitted on all of it.
 At test time a member whose modalities are all unavailable is left out (average) or replaced by the uniform
@@ -62,6 +64,15 @@ class _Fusion:
     def _member_probas(self, test: Frame, modalities: tuple[str, ...]) -> list[np.ndarray | None]:
         return [m.predict_proba(test, modalities) if _usable(m, modalities) else None for m in self.members]
 
+    def _out_of_fold(self, train: Frame) -> list[np.ndarray]:
+        """Each member's probabilities for every training row, from members fitted without that row's speaker."""
+        oof = [np.zeros((len(train), len(self.classes))) for _ in self.members]
+        for inner, held in _speaker_folds(train, int(self.params.get("inner_folds", 3))):
+            self._fit_members(train.subset(inner))
+            for out, p in zip(oof, self._member_probas(train.subset(held), MODALITIES)):
+                out[held] = p
+        return oof
+
     # members are rebuilt from the fusion's own params (the registry), each restored from its folder
     def _member_dirs(self, directory: Path) -> list[Path]:
         return [Path(directory) / "members" / f"{i}-{m.name}" for i, m in enumerate(self.members)]
@@ -88,22 +99,19 @@ class AverageFusion(_Fusion):
             self._fit_members(train, valid)
         elif valid is not None and len(valid):
             self._fit_members(train, valid)
-            self.weights = self._tune(valid)
-        else:   # no validation frame: tune on a speaker-grouped inner split, then refit on everything
-            inner, held = next(_speaker_folds(train, 4))
-            self._fit_members(train.subset(inner))
-            self.weights = self._tune(train.subset(held))
+            self.weights = self._tune(self._member_probas(valid, MODALITIES), valid.y)
+        else:   # no validation frame: tune on out-of-fold probabilities, then refit on everything
+            self.weights = self._tune(self._out_of_fold(train), train.y)
             self._fit_members(train)
 
-    def _tune(self, valid: Frame) -> np.ndarray:
-        probas = self._member_probas(valid, MODALITIES)
+    def _tune(self, probas: list[np.ndarray], y: np.ndarray) -> np.ndarray:
         n = max(1, round(1 / float(self.params.get("grid_step", 0.1))))
         best, best_uar = None, -1.0
         for head in itertools.product(range(n + 1), repeat=len(self.members) - 1):
             if sum(head) > n:
                 continue
             w = np.array([*head, n - sum(head)]) / n
-            uar = classification(valid.y, sum(wi * p for wi, p in zip(w, probas)).argmax(1), self.classes)["uar"]
+            uar = classification(y, sum(wi * p for wi, p in zip(w, probas)).argmax(1), self.classes)["uar"]
             if uar > best_uar + 1e-12:
                 best, best_uar = w, uar
         return best
@@ -125,11 +133,7 @@ class AverageFusion(_Fusion):
 
 class StackingFusion(_Fusion):
     def fit(self, train: Frame, valid: Frame | None = None) -> None:
-        k = len(self.classes)
-        oof = np.zeros((len(train), k * len(self.members)))
-        for inner, held in _speaker_folds(train, int(self.params.get("inner_folds", 3))):
-            self._fit_members(train.subset(inner))
-            oof[held] = np.hstack(self._member_probas(train.subset(held), MODALITIES))
+        oof = np.hstack(self._out_of_fold(train))
         self.stacker = LogisticRegression(C=float(self.params.get("C", 1.0)), max_iter=2000)
         self.stacker.fit(oof, train.y, sample_weight=train.weights)
         self._fit_members(train, valid)
