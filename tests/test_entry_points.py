@@ -110,3 +110,24 @@ def test_broken_package_is_named_and_harms_no_other_kind(tmp_path, monkeypatch):
     with pytest.raises(ExtractorUnavailable, match="package aver-misnamed .*does not implement"):
         build("misnamed")
     assert build("opensmile").kind == "opensmile"
+
+
+
+class Renamed:
+    """A protocol-shaped class under a kind of its own, for in-process registration."""
+    kind, version, modality, requires = "renamed", "1", "audio", ()
+    schema = setup = process = None
+
+
+def test_register_makes_a_kind_known_in_this_process_and_refuses_to_shadow_a_package(monkeypatch):
+    from pipelines import extractor
+    monkeypatch.setattr(extractor, "LOCAL_KINDS", {})
+    with pytest.raises(ExtractorUnavailable, match="unknown extractor 'renamed'"):
+        extractor_class("renamed")
+    extractor.register("renamed", "test_entry_points:Renamed")
+    assert extractor_class("renamed") is Renamed
+    with pytest.raises(ExtractorUnavailable, match="already provided by aver"):
+        extractor.register("logmel", "test_entry_points:Renamed")
+    extractor.register("misnamed", "test_entry_points:Renamed")
+    with pytest.raises(ExtractorUnavailable, match="does not implement the protocol"):
+        extractor_class("misnamed")
