@@ -77,16 +77,21 @@ class FeatureStore:
         return zip(*(t.column(n).to_pylist() for n in t.column_names))
 
     def shards(self, feature_set: str, corpus: str, retired: bool = False) -> list[Shard]:
-        """The live files (or, with `retired`, the files a compacted file replaces that still exist)."""
+        """The live files (or, with `retired`, the files a compacted file replaces that still exist). A file that
+        vanished between the listing and the read of its footer was retired by a compaction whose merged file
+        this listing may have missed: list again (each retry means a compaction step finished)."""
         d = self.dir(feature_set, corpus)
-        listed = []
-        for info in self.files.entries(d):
-            name = info.base_name
-            if info.type == pafs.FileType.File and name.startswith(("part-", "ledger-")) and name.endswith(".parquet"):
-                shard = self._shard(d / name)
-                if shard is not None:
-                    shard.size = info.size
-                    listed.append(shard)
+        for _ in range(reader.LISTING_ATTEMPTS):
+            sizes = {info.base_name: info.size for info in self.files.entries(d) if info.type == pafs.FileType.File
+                     and info.base_name.startswith(("part-", "ledger-")) and info.base_name.endswith(".parquet")}
+            listed = [self._shard(d / name) for name in sizes]
+            if all(s is not None for s in listed):
+                break
+        else:
+            raise RuntimeError(f"{feature_set}/{corpus}: the store kept changing under {reader.LISTING_ATTEMPTS} "
+                               "listings")
+        for s in listed:
+            s.size = sizes[s.path.name]
         replaced = {name for s in listed for name in s.meta.get("replaces", [])}
         return [s for s in listed if (s.path.name in replaced) == retired]
 
