@@ -253,3 +253,11 @@ def test_store_compact_command(tmp_path):
     assert out.exit_code == 0, out.output
     assert len(store.shards("audio", "c")) == 1 and len(store.shards("video", "c")) == 1     # only `audio` merged
     assert sorted(store.read("audio", "c").to_pylist(), key=str) == sorted(before["audio"], key=str)
+
+
+def test_a_key_stored_twice_is_read_once_and_no_other_row_is_lost():
+    """Ray may store a resubmitted batch twice: the reader keeps each key's first row, in file order."""
+    from pipelines.store.reader import first_of_each_key
+    table = pa.table({"clip_id": ["c/0", "c/1", "c/2", "c/1", "c/3"], "variant": ["clean"] * 5, "x": [0, 1, 2, 9, 3]})
+    assert first_of_each_key(table).to_pydict() == {"clip_id": ["c/0", "c/1", "c/2", "c/3"],
+                                                    "variant": ["clean"] * 4, "x": [0, 1, 2, 3]}

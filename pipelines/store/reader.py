@@ -60,7 +60,7 @@ def first_of_each_key(table: pa.Table) -> pa.Table:
         return table
     index = table.select(KEY).append_column("row", pa.array(range(table.num_rows)))
     first = index.group_by(KEY, use_threads=False).aggregate([("row", "min")]).column("row_min")
-    return table if len(first) == table.num_rows else table.take(pc.sort_indices(first))
+    return table if len(first) == table.num_rows else table.take(pc.take(first, pc.sort_indices(first)))
 
 
 def _with_clean_fallback(feats: pd.DataFrame, variants: tuple[str, ...], modality: str | None) -> pd.DataFrame:
