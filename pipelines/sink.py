@@ -9,6 +9,7 @@ import uuid
 
 import pyarrow as pa
 
+from pipelines.errors import BadParams
 from pipelines.extractor import Result
 from pipelines.manifest import LEDGER_SCHEMA
 from pipelines.store import FeatureStore
@@ -48,7 +49,7 @@ class StoreSink:
 
     def beam_targets(self) -> dict:
         if not self.store.files.local:
-            raise ValueError("the Beam engine writes to a local or mounted store folder; use Ray for an object store")
+            raise BadParams("the Beam engine writes to a local or mounted store folder; use Ray for an object store")
         run = uuid.uuid4().hex[:12]
         d = self.store.dir(self.feature_set, self.corpus)
         d.mkdir(parents=True, exist_ok=True)
