@@ -1,17 +1,14 @@
-"""Where an engine's results go: one `StoreSink` per feature set writes feature rows and ledger rows as atomic parts
-of about `engine.chunk_size` rows; a `GroupSink` routes a batch's {feature_set: Result} to them. Ray actors and Beam
-workers store their feature rows themselves: the sink tells them where (`worker_targets`, `beam_targets`).
+"""Where an engine's results go: one `StoreSink` per feature set writes feature rows and ledger rows as parts of
+about `engine.chunk_size` rows and commits them (pipelines/store/commits.py); a `GroupSink` routes a batch's
+{feature_set: Result} to them. Ray actors and Beam workers write their feature rows themselves (`worker_targets`)
+and hand back only the names of the files (`Result.staged`): the sink commits them with its next part.
 """
 from __future__ import annotations
 
-import json
-import uuid
-
 import pyarrow as pa
 
-from pipelines.errors import BadParams
 from pipelines.extractor import Result
-from pipelines.manifest import LEDGER_SCHEMA
+from pipelines.manifest import LEDGER_SCHEMA, to_table
 from pipelines.store import FeatureStore
 
 
@@ -25,38 +22,33 @@ class StoreSink:
         self.progress, self.task = progress, task
         self.rows: list[dict] = []
         self.failures: list[dict] = []
+        self.staged: list = []
+        self.pending = 0        # rows in staged files
 
     def __call__(self, result: Result) -> None:
         self.rows += result.rows
         self.failures += result.failures + result.errors
+        self.staged += result.staged
+        self.pending += result.written
         if self.progress is not None:
             self.progress.advance(self.task, result.written + len(result.rows) + len(result.failures)
                                   + len(result.errors))
-        if len(self.rows) + len(self.failures) >= self.chunk_size:
+        if len(self.rows) + len(self.failures) + self.pending >= self.chunk_size:
             self.flush()
 
     def flush(self) -> None:
-        # The ledger goes first: its keys and the part's keys are disjoint, so either order is safe to resume.
-        self.store.write_ledger(self.feature_set, self.corpus, self.failures, self.meta)
-        self.store.write_part(self.feature_set, self.corpus,
-                              pa.Table.from_pylist(self.rows, schema=self.schema), self.meta)
-        self.rows, self.failures = [], []
+        """Commit the rows received so far and the workers' files in one record."""
+        ledger = to_table(self.failures, LEDGER_SCHEMA)
+        parts = pa.Table.from_pylist(self.rows, schema=self.schema)
+        self.store.commit(self.feature_set, self.corpus, [
+            self.store.stage("ledger", self.feature_set, self.corpus, ledger, self.meta),
+            self.store.stage("part", self.feature_set, self.corpus, parts, self.meta), *self.staged])
+        self.rows, self.failures, self.staged, self.pending = [], [], [], 0
 
     def worker_target(self) -> dict:
         """What a worker needs to store this feature set's rows itself (the store must be reachable from it)."""
         return {"root": self.store.files.uri, "corpus": self.corpus, "schema": self.schema,
                 "meta": self.meta}
-
-    def beam_targets(self) -> dict:
-        if not self.store.files.local:
-            raise BadParams("the Beam engine writes to a local or mounted store folder; use Ray for an object store")
-        run = uuid.uuid4().hex[:12]
-        d = self.store.dir(self.feature_set, self.corpus)
-        d.mkdir(parents=True, exist_ok=True)
-        meta = {b"aver": json.dumps({**self.meta, "feature_set": self.feature_set, "corpus": self.corpus},
-                                    sort_keys=True).encode()}
-        return {"part_prefix": str(d / f"part-{run}"), "part_schema": self.schema.with_metadata(meta),
-                "ledger_prefix": str(d / f"ledger-{run}"), "ledger_schema": LEDGER_SCHEMA.with_metadata(meta)}
 
 
 class GroupSink:
@@ -72,9 +64,6 @@ class GroupSink:
     def flush(self) -> None:
         for sink in self.sinks.values():
             sink.flush()
-
-    def beam_targets(self) -> dict[str, dict]:
-        return {fs: sink.beam_targets() for fs, sink in self.sinks.items()}
 
     def worker_targets(self) -> dict[str, dict]:
         return {fs: sink.worker_target() for fs, sink in self.sinks.items()}

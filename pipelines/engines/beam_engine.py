@@ -1,47 +1,62 @@
-"""Apache Beam engine: `DoFn.setup` builds the extractor group once per worker; each feature set's rows and ledger
-rows leave the DoFn as tagged outputs and are written by Beam's parquetio (temporary files renamed at finalisation, so a killed run leaves no partial shard).
+"""Apache Beam engine: `DoFn.setup` builds the extractor group once per worker; each worker writes its batches'
+feature rows and ledger rows to the store itself (one file per feature set, kind and batch, through pyarrow.fs: a
+local folder or an object store URI) and leaves a small record of them under `<set>/<corpus>/_pending/<run>/`;
+when the pipeline has finished, the driver reads those records and commits the files (pipelines/store/commits.py).
+A bundle the runner retried may have left a record too: the commit keeps each key once. A killed Beam run commits
+nothing (its files are never read and are deleted once old), where local and Ray keep every committed batch.
 Unexpected exceptions are retried in the DoFn (pipelines/engines/retry.py) and leave as retryable ledger rows;
 a dead worker's bundle is retried by the runner.
 
 Runner and pipeline options pass through (`options["runner"]`, `options["pipeline_args"]`): DirectRunner in
-multi-process mode here; FlinkRunner, SparkRunner or DataflowRunner on a cluster (the store must then be on a
-filesystem every worker reaches, e.g. a shared mount or an object store path Beam understands).
+multi-process mode here; PortableRunner, FlinkRunner, SparkRunner or DataflowRunner on a cluster (the store must
+then be on storage every worker reaches: a shared mount or an object store URI, with credentials in the workers'
+standard environment).
 """
 from __future__ import annotations
 
+import json
 import pickle
+import uuid
+from dataclasses import asdict
 from typing import Callable
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.engines.retry import RetryPolicy, process_with_retries
 from pipelines.extractor import Result, limit_threads
 from pipelines.group import ExtractorGroup, Member
+from pipelines.manifest import LEDGER_SCHEMA, to_table
+from pipelines.store.commits import Staged
 
-
-def _tags(index: int) -> tuple[str, str]:
-    """Output tags of the index-th member: its rows and its ledger rows."""
-    return f"rows{index}", f"failures{index}"
+PENDING = "_pending"
 
 
 class ExtractDoFn(beam.DoFn):
-    def __init__(self, members: list[Member], policy: RetryPolicy):
-        self.members, self.policy = members, policy
+    def __init__(self, members: list[Member], policy: RetryPolicy, targets: dict[str, dict], run: str):
+        self.members, self.policy, self.targets, self.run = members, policy, targets, run
 
     def setup(self):
+        from pipelines.store import FeatureStore
         self.group = ExtractorGroup(self.members)
+        self.stores = {fs: FeatureStore(t["root"], "") for fs, t in self.targets.items()}
         limit_threads(self.group.resources)
         self.group.setup()
 
     def process(self, batch):
         results = process_with_retries(self.group, [pickle.loads(b) for b in batch], self.policy)
-        for index, (fs, _, _) in enumerate(self.members):
-            rows_tag, failures_tag = _tags(index)
-            for row in results[fs].rows:
-                yield beam.pvalue.TaggedOutput(rows_tag, row)
-            for failure in results[fs].failures + results[fs].errors:
-                yield beam.pvalue.TaggedOutput(failures_tag, failure)
+        for fs, result in results.items():
+            target, store = self.targets[fs], self.stores[fs]
+            rows = pa.Table.from_pylist(result.rows, schema=target["schema"])
+            ledger = to_table(result.failures + result.errors, LEDGER_SCHEMA)
+            staged = [s for s in (store.stage("part", fs, target["corpus"], rows, target["meta"]),
+                                  store.stage("ledger", fs, target["corpus"], ledger, target["meta"])) if s]
+            if staged:
+                record = {"staged": [asdict(s) for s in staged], "written": rows.num_rows + ledger.num_rows}
+                folder = store.dir(fs, target["corpus"]) / PENDING / self.run
+                store.files.write_bytes(folder / f"{uuid.uuid4().hex}.json", json.dumps(record).encode())
+        yield len(batch)
 
 
 def pipeline_options(options: dict) -> PipelineOptions:
@@ -52,18 +67,30 @@ def pipeline_options(options: dict) -> PipelineOptions:
     return PipelineOptions(args)
 
 
+def _collect(sink, targets: dict[str, dict], run: str) -> None:
+    """Hand the workers' records of this run to the sink (which commits them), then delete them."""
+    from pipelines.store import FeatureStore
+    for fs, target in targets.items():
+        store = FeatureStore(target["root"], "")
+        folder = store.dir(fs, target["corpus"]) / PENDING / run
+        for info in store.files.entries(folder):
+            record = json.loads(store.files.read_bytes(folder / info.base_name))
+            staged = [Staged(**{**s, "keys": [tuple(k) for k in s["keys"]]}) for s in record["staged"]]
+            sink({fs: Result(written=record["written"], staged=staged)})
+        sink.flush()
+        if store.files.entries(folder):
+            store.files.delete_folder(folder)
+
+
 def run(members: list[Member], units: list[dict], sink: Callable[[dict[str, Result]], None], options: dict) -> None:
-    targets = sink.beam_targets()       # feature set -> where its rows and ledger rows go
+    targets = sink.worker_targets()       # feature set -> where its rows go
     batch_size = ExtractorGroup(members).resources.batch_size
-    tags = [tag for index in range(len(members)) for tag in _tags(index)]
-    with beam.Pipeline(options=pipeline_options(options)) as p:
-        out = (p
-               | "Units" >> beam.Create([pickle.dumps(u) for u in units], reshuffle=True)
-               | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
-               | "Extract" >> beam.ParDo(ExtractDoFn(members, RetryPolicy.of(options))).with_outputs(*tags))
-        for index, (fs, _, _) in enumerate(members):
-            rows_tag, failures_tag = _tags(index)
-            _ = out[rows_tag] | f"WriteRows{index}" >> beam.io.WriteToParquet(
-                targets[fs]["part_prefix"], schema=targets[fs]["part_schema"], file_name_suffix=".parquet")
-            _ = out[failures_tag] | f"WriteLedger{index}" >> beam.io.WriteToParquet(
-                targets[fs]["ledger_prefix"], schema=targets[fs]["ledger_schema"], file_name_suffix=".parquet")
+    run_id = uuid.uuid4().hex[:12]
+    try:
+        with beam.Pipeline(options=pipeline_options(options)) as p:
+            _ = (p
+                 | "Units" >> beam.Create([pickle.dumps(u) for u in units], reshuffle=True)
+                 | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
+                 | "Extract" >> beam.ParDo(ExtractDoFn(members, RetryPolicy.of(options), targets, run_id)))
+    finally:        # what finished is committed even if the pipeline failed later
+        _collect(sink, targets, run_id)

@@ -5,8 +5,10 @@ Local by default (`ray.init()` on this machine); `options["address"]` or `RAY_AD
 (`ray start --head` on one node, `ray start --address=HEAD:6379` on the others, aver installed on every node).
 Actor resources (`num_cpus`, `num_gpus`) are the largest any member extractor's `resources` params ask for.
 Work items travel pickled; each actor writes its batches' feature rows to the store itself (which must be on storage
-every node reaches, at the same path) and sends the driver only ledger rows and counts. Rows are bit-identical to
-the other engines'; the files are smaller (one per batch): `--compact-mb` merges them.
+every node reaches: a shared mount at the same path, or an object store URI) and sends the driver only ledger rows,
+counts and the file names, which the driver commits (pipelines/store/commits.py): a file written by an actor that
+died before its result came back is never committed, so a resubmitted batch is stored once. Rows are bit-identical
+to the other engines'; the files are smaller (one per batch): `--compact-mb` merges them.
 Failures: an extractor's unexpected exceptions are retried inside the actor (pipelines/engines/retry.py); an actor
 that dies (OOM kill, lost node) is restarted and its task resubmitted at most `retry.attempts - 1` times; a batch
 that still fails is skipped (`max_errored_blocks`) and the planner records its items as retryable.
@@ -26,9 +28,9 @@ from pipelines.group import ExtractorGroup, Member
 
 
 class RayExtractor:
-    """One per actor: builds and sets the extractor group up once, then processes batches of units and stores each
-    batch's feature rows itself (one atomic part per feature set and batch); only ledger rows and counts go back to
-    the driver, so feature rows (crops, embeddings) never funnel through it."""
+    """One per actor: builds and sets the extractor group up once, then processes batches of units and writes each
+    batch's feature rows itself (one file per feature set and batch, committed by the driver); only ledger rows,
+    counts and file names go back to the driver, so feature rows (crops, embeddings) never funnel through it."""
 
     def __init__(self, members: list[Member], policy: RetryPolicy, targets: dict[str, dict]):
         from pipelines.store import FeatureStore
@@ -42,7 +44,8 @@ class RayExtractor:
         for fs, result in results.items():
             target = self.targets[fs]
             table = pa.Table.from_pylist(result.rows, schema=target["schema"])
-            self.stores[fs].write_part(fs, target["corpus"], table, target["meta"])
+            staged = self.stores[fs].stage("part", fs, target["corpus"], table, target["meta"])
+            result.staged = [staged] if staged is not None else []
             result.written, result.rows = len(result.rows), []
         return {"result": np.array([pickle.dumps(results)], dtype=object)}
 

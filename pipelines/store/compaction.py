@@ -1,14 +1,11 @@
 """Compaction: many small files of one feature set x corpus merged into files of about a target size, same rows.
 
-Publishing is two steps, each safe for a reader at any moment:
-  1. write the merged file atomically (temporary name + rename); its metadata lists the files it `replaces`.
-     From then on a listing drops the replaced files (FeatureStore.shards), so a reader sees every row once:
-     before the rename it reads the small files, after it the merged one.
-  2. delete the replaced files. A reader that listed before step 1 and opens a deleted file lists again
-     (pipelines/store/reader.py). A compaction killed between 1 and 2 leaves replaced files that no reader uses;
-     the next compaction or extraction deletes them (`clean_temporaries`).
-Only files of the same kind and fingerprint are merged; rows are sorted by key, so the result is deterministic;
-copies of a key (two writers at once) are merged into one.
+Each group of small files becomes one merged file, published by one commit that adds it and removes them
+(pipelines/store/commits.py): a reader sees the small files or the merged one, never both nor neither. The
+replaced files are deleted afterwards; a reader still reading them starts again from the newer commit. If another
+commit (a prune, another compaction) replaced one of the group's files first, the commit fails and the group is left
+to the next compaction, so a compaction never brings back rows a prune removed. Only files of the same kind and
+fingerprint are merged; rows are sorted by key, so the result is deterministic.
 """
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipelines.store.reader import first_of_each_key
+from pipelines.store.commits import Conflict
 from pipelines.store.table import KEY, FeatureStore, Shard
 
 TARGET_BYTES = 128 * 2**20
@@ -50,19 +47,23 @@ def plan_groups(shards: list[Shard], target_bytes: int) -> list[list[Shard]]:
     return [g for g in groups if len(g) > 1]
 
 
-def publish(store: FeatureStore, feature_set: str, corpus: str, group: list[Shard]) -> pa.Table:
-    """Step 1: the merged file, naming the files it replaces. Returns its rows."""
+def publish(store: FeatureStore, feature_set: str, corpus: str, group: list[Shard]) -> pa.Table | None:
+    """Merge a group and commit the merged file in place of its files; None if another commit replaced one of them
+    first. Returns the merged rows."""
     table = pa.concat_tables([store.files.read_table(s.path).replace_schema_metadata(None) for s in group],
-                             promote_options="permissive")
-    table = first_of_each_key(table).sort_by([(k, "ascending") for k in KEY])
+                             promote_options="permissive").sort_by([(k, "ascending") for k in KEY])
     meta = {k: v for k, v in group[-1].meta.items() if k not in ("feature_set", "corpus", "created_at")}
-    meta["replaces"] = sorted(s.path.name for s in group)
-    store._write(group[0].kind, feature_set, corpus, table, meta)
+    merged = store.stage(group[0].kind, feature_set, corpus, table, meta)
+    try:
+        store.commit(feature_set, corpus, [merged], [s.path.name for s in group], op="compact")
+    except Conflict:
+        store.files.delete(store.dir(feature_set, corpus) / merged.name)
+        return None
     return table
 
 
 def retire(store: FeatureStore, group: list[Shard]) -> None:
-    """Step 2: delete the replaced files."""
+    """Delete the replaced files (readers of an older commit read again)."""
     for s in group:
         store.files.delete(s.path)
 
@@ -72,7 +73,9 @@ def compact(store: FeatureStore, feature_set: str, corpus: str, target_bytes: in
     shards = store.shards(feature_set, corpus)
     report = CompactionReport(feature_set, corpus, files_before=len(shards))
     for group in plan_groups(shards, target_bytes):
-        report.rows += publish(store, feature_set, corpus, group).num_rows
-        retire(store, group)
+        merged = publish(store, feature_set, corpus, group)
+        if merged is not None:
+            report.rows += merged.num_rows
+            retire(store, group)
     report.files_after = len(store.shards(feature_set, corpus))
     return report

@@ -3,16 +3,23 @@ with options such as `?endpoint_override=host:port&scheme=http`), both through `
 from the libraries' standard places (AWS_* environment variables, ~/.aws, instance roles; GCP's ADC).
 
 A file is written whole or not at all: locally to a temporary name then renamed; on an object store a PUT (also
-multipart) becomes visible only once complete, so there is no temporary name to clean.
+multipart) becomes visible only once complete, so there is no temporary name to clean. `create` writes a small file
+only if its name is free, atomically against every other writer (the commit log, pipelines/store/commits.py): a
+hard link on a local filesystem, a conditional PUT (`If-None-Match: *`, through boto3: pyarrow.fs has no
+conditional write) on S3 and S3-compatible servers (SeaweedFS, MinIO, Ceph).
 """
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path, PurePosixPath
+from urllib.parse import parse_qs, urlparse
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipelines.errors import BadParams
 from pipelines.manifest import write_atomic
 
 
@@ -23,6 +30,7 @@ def is_uri(location) -> bool:
 class Files:
     def __init__(self, root: str | Path):
         self.uri = str(root)
+        self._client = None         # boto3's, made on the first conditional write
         if is_uri(root):
             self.fs, base = pafs.FileSystem.from_uri(self.uri)
             self.root: Path | PurePosixPath = PurePosixPath(base)
@@ -50,6 +58,9 @@ class Files:
     def num_rows(self, path) -> int:
         return pq.read_metadata(self._name(path), filesystem=self.fs).num_rows
 
+    def size(self, path) -> int:
+        return self.fs.get_file_info(self._name(path)).size
+
     def write_table(self, table: pa.Table, path) -> None:
         if self.local:
             write_atomic(table, Path(path))
@@ -68,3 +79,59 @@ class Files:
     def names(self, paths) -> list[str]:
         """Names for pyarrow.dataset with this filesystem."""
         return [self._name(p) for p in paths]
+
+    def read_bytes(self, path) -> bytes:
+        with self.fs.open_input_stream(self._name(path)) as f:
+            return f.read()
+
+    def write_bytes(self, path, data: bytes) -> None:
+        """Write (or replace) a small file whole."""
+        if self.local:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(path).with_name(f".{Path(path).name}.{uuid.uuid4().hex[:8]}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        else:
+            with self.fs.open_output_stream(self._name(path)) as f:
+                f.write(data)
+
+    def create(self, path, data: bytes) -> bool:
+        """Write a small file only if no file has that name; False if one has (another writer won)."""
+        if self.local:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(path).with_name(f".{Path(path).name}.{uuid.uuid4().hex[:8]}.tmp")
+            tmp.write_bytes(data)
+            try:
+                os.link(tmp, path)      # fails if the name exists; the content is complete before it is visible
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                tmp.unlink()
+        return self._s3_create(str(path), data)
+
+    def _s3_create(self, name: str, data: bytes) -> bool:
+        import botocore.exceptions
+        bucket, _, key = name.partition("/")
+        try:
+            self._s3_client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            return True
+        except botocore.exceptions.ClientError as e:
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (409, 412):    # 412: the name exists; 409: a concurrent conditional PUT of it is in flight
+                return False
+            raise
+
+    def _s3_client(self):
+        if self._client is None:
+            url = urlparse(self.uri)
+            if url.scheme != "s3":
+                raise BadParams(f"the store's commit log needs a create-if-absent write, which aver does for local "
+                                f"folders and s3:// only, not {url.scheme}://")
+            import boto3
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            endpoint = query.get("endpoint_override")
+            if endpoint and "://" not in endpoint:
+                endpoint = f"{query.get('scheme', 'https')}://{endpoint}"
+            self._client = boto3.client("s3", endpoint_url=endpoint, region_name=query.get("region"))
+        return self._client

@@ -2,8 +2,8 @@
 
 Every read is a `pyarrow.dataset` over the live files of one feature set x corpus, with the column projection and
 a row filter pushed down to the Parquet reader (a column not asked for is never read from disk; row groups whose
-statistics exclude the filter are skipped). A compaction may retire listed files during a read: the read is then
-done again (see `read`).
+statistics exclude the filter are skipped). The files are those of one commit (pipelines/store/commits.py), so
+every key is read once; a compaction may delete them during the read, which is then done again on a newer one.
 """
 from __future__ import annotations
 
@@ -32,35 +32,22 @@ def _live(store: "FeatureStore", feature_set: str, corpus: str, kind: str) -> li
 
 def read(store: "FeatureStore", feature_set: str, corpus: str, kind: str = "part", columns: list[str] | None = None,
          filter: pc.Expression | None = None) -> pa.Table:
-    """The rows of the live files. A directory listing is not a snapshot: one taken while a compaction retires
-    files may miss both the merged file and a retired one. So the read is accepted only if every file it read is
-    still live afterwards (the merged file was then listed before: it replaces them); else it is read again.
-    Each retry means a compaction step completed, so a finite number of them suffices."""
+    """The rows of the live files of the latest commit. A compaction that commits during the read deletes the
+    files it replaced: the read then starts again from the newer commit (each retry means a compaction step
+    finished, so a finite number of them suffices)."""
     for _ in range(LISTING_ATTEMPTS):
-        shards = _live(store, feature_set, corpus, kind)
-        if not shards:
-            return (LEDGER_SCHEMA if kind == "ledger" else pa.schema([])).empty_table()
-        schema = pa.unify_schemas([s.schema for s in shards], promote_options="permissive")
-        wanted = None if columns is None else [c for c in columns if c in schema.names]  # absent: missing modality
         try:
+            shards = _live(store, feature_set, corpus, kind)
+            if not shards:
+                return (LEDGER_SCHEMA if kind == "ledger" else pa.schema([])).empty_table()
+            schema = pa.unify_schemas([s.schema for s in shards], promote_options="permissive")
+            wanted = None if columns is None else [c for c in columns if c in schema.names]  # absent: missing modality
             data = ds.dataset(store.files.names(s.path for s in shards), schema=schema, format="parquet",
                               filesystem=store.files.fs)
-            table = data.to_table(columns=wanted, filter=filter)
-        except FileNotFoundError:       # retired since the listing
+            return data.to_table(columns=wanted, filter=filter)
+        except FileNotFoundError:       # replaced by a compaction since the snapshot
             continue
-        if {s.path for s in shards} <= {s.path for s in _live(store, feature_set, corpus, kind)}:
-            return first_of_each_key(table)
     raise RuntimeError(f"{feature_set}/{corpus}: the store kept changing under {LISTING_ATTEMPTS} reads")
-
-
-def first_of_each_key(table: pa.Table) -> pa.Table:
-    """One row per (clip_id, variant): two runs writing the same keys at once both store them (rows are the same
-    bytes whichever engine made them); readers see each key once, and compaction removes the copies."""
-    if not set(KEY) <= set(table.column_names) or table.num_rows == 0:
-        return table
-    index = table.select(KEY).append_column("row", pa.array(range(table.num_rows)))
-    first = index.group_by(KEY, use_threads=False).aggregate([("row", "min")]).column("row_min")
-    return table if len(first) == table.num_rows else table.take(pc.take(first, pc.sort_indices(first)))
 
 
 def _with_clean_fallback(feats: pd.DataFrame, variants: tuple[str, ...], modality: str | None) -> pd.DataFrame:

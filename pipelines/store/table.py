@@ -1,30 +1,31 @@
 """The store's files: layout, atomic writes, which files are live, incremental bookkeeping and checks.
 
 Layout: `<root>/<feature_set>/<corpus>/part-<id>.parquet` (feature rows) and `ledger-<id>.parquet` (failed
-items); the root is a folder or an object store URI (pipelines/store/files.py). Every file is written atomically
-(temporary name + rename, or one PUT), so a killed run leaves only complete files;
-the next run plans the keys not yet present in any file and every row ends up exactly once.
-Each file's schema metadata (`aver`) records the extractor kind, version, params, fingerprint and creation time;
-a file made by compaction also lists the files it `replaces`: those are no longer live (see compaction.py).
+items), and the commit log `_commits/` naming the live ones (pipelines/store/commits.py); the root is a folder or an
+object store URI (pipelines/store/files.py). A file is written whole under a unique name (`stage`), then committed:
+a killed run leaves only files no commit names, never read; the next run plans the keys not yet live and every row
+ends up exactly once. Each file's schema metadata (`aver`) records the extractor kind, version, params, fingerprint
+and creation time.
 """
 from __future__ import annotations
 
 import json
-import uuid
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from pipelines.extractor import RETRIED_REASONS, RETRYABLE, extractor_class, modality_of
 from pipelines.manifest import LEDGER_SCHEMA, now, to_table
 from pipelines.rowcheck import garbage_rows
 from pipelines.store import reader
+from pipelines.store.commits import CommitLog, Conflict, Staged, new_name
 from pipelines.store.files import Files
 
 KEY = ["clip_id", "variant"]
 KEY_COLUMNS = ["clip_id", "variant", "content_hash"]
+VACUUM_AFTER_S = 6 * 3600      # a file no commit names is deleted once this old: no writer still means to commit it
 
 
 @dataclass
@@ -57,6 +58,7 @@ class VerifyReport:
 class FeatureStore:
     def __init__(self, root: str | Path, manifest_dir: str | Path):
         self.files = Files(root)
+        self._logs: dict[tuple[str, str], CommitLog] = {}
         self.root = self.files.root
         self.manifest_dir = Path(manifest_dir)
 
@@ -64,36 +66,33 @@ class FeatureStore:
     def dir(self, feature_set: str, corpus: str) -> Path | PurePosixPath:
         return self.root / feature_set / corpus
 
-    def _shard(self, path) -> Shard | None:
-        try:
-            schema = self.files.read_schema(path)
-        except FileNotFoundError:       # retired by a compaction since the listing
-            return None
-        meta = json.loads((schema.metadata or {}).get(b"aver", b"{}"))
-        return Shard(path, path.name.split("-", 1)[0], meta, schema.remove_metadata(), 0)
+    def _meta(self, path) -> dict:
+        return json.loads((self.files.read_schema(path).metadata or {}).get(b"aver", b"{}"))
 
     def _keys(self, path, with_reason: bool = False):
         t = self.files.read_table(path, columns=KEY_COLUMNS + (["reason"] if with_reason else []))
         return zip(*(t.column(n).to_pylist() for n in t.column_names))
 
-    def shards(self, feature_set: str, corpus: str, retired: bool = False) -> list[Shard]:
-        """The live files (or, with `retired`, the files a compacted file replaces that still exist). A file that
-        vanished between the listing and the read of its footer was retired by a compaction whose merged file
-        this listing may have missed: list again (each retry means a compaction step finished)."""
+    def log(self, feature_set: str, corpus: str) -> CommitLog:
+        """This feature set x corpus's commit log (one per store object: it caches the live keys it has read)."""
+        return self._logs.setdefault((feature_set, corpus), CommitLog(self, feature_set, corpus))
+
+    def shards(self, feature_set: str, corpus: str) -> list[Shard]:
+        """The live files of the latest commit. A file may vanish between the snapshot and the read of its footer
+        (a compaction committed and deleted it): take a fresh snapshot then."""
         d = self.dir(feature_set, corpus)
         for _ in range(reader.LISTING_ATTEMPTS):
-            sizes = {info.base_name: info.size for info in self.files.entries(d) if info.type == pafs.FileType.File
-                     and info.base_name.startswith(("part-", "ledger-")) and info.base_name.endswith(".parquet")}
-            listed = [self._shard(d / name) for name in sizes]
-            if all(s is not None for s in listed):
-                break
-        else:
-            raise RuntimeError(f"{feature_set}/{corpus}: the store kept changing under {reader.LISTING_ATTEMPTS} "
-                               "listings")
-        for s in listed:
-            s.size = sizes[s.path.name]
-        replaced = {name for s in listed for name in s.meta.get("replaces", [])}
-        return [s for s in listed if (s.path.name in replaced) == retired]
+            shards = []
+            try:
+                for name, entry in sorted(self.log(feature_set, corpus).snapshot().files.items()):
+                    schema = self.files.read_schema(d / name)
+                    meta = json.loads((schema.metadata or {}).get(b"aver", b"{}"))
+                    shards.append(Shard(d / name, name.split("-", 1)[0], meta, schema.remove_metadata(),
+                                        entry["bytes"]))
+                return shards
+            except FileNotFoundError:
+                continue
+        raise RuntimeError(f"{feature_set}/{corpus}: the store kept changing under {reader.LISTING_ATTEMPTS} reads")
 
     def feature_sets(self) -> list[str]:
         return self.files.subfolders(self.root)
@@ -102,21 +101,33 @@ class FeatureStore:
         return self.files.subfolders(self.root / feature_set)
 
     # ---- writing ------------------------------------------------------------------------------------------
-    def write_part(self, feature_set: str, corpus: str, table: pa.Table, meta: dict) -> Path | None:
-        return self._write("part", feature_set, corpus, table, meta)
+    def write_part(self, feature_set: str, corpus: str, table: pa.Table, meta: dict) -> list[str]:
+        """Store feature rows (stage + commit); rows whose key is already live are not stored again."""
+        return self.commit(feature_set, corpus, [self.stage("part", feature_set, corpus, table, meta)])
 
-    def write_ledger(self, feature_set: str, corpus: str, rows: list[dict], meta: dict) -> Path | None:
-        return self._write("ledger", feature_set, corpus, to_table(rows, LEDGER_SCHEMA), meta)
+    def write_ledger(self, feature_set: str, corpus: str, rows: list[dict], meta: dict) -> list[str]:
+        return self.commit(feature_set, corpus,
+                           [self.stage("ledger", feature_set, corpus, to_table(rows, LEDGER_SCHEMA), meta)])
 
-    def _write(self, kind: str, feature_set: str, corpus: str, table: pa.Table, meta: dict) -> Path | None:
+    def stage(self, kind: str, feature_set: str, corpus: str, table: pa.Table, meta: dict) -> Staged | None:
+        """Write a data file under a unique name, not yet read by anyone (None for no rows): what a worker does;
+        the driver commits it."""
         if table.num_rows == 0:
             return None
         info = {**meta, "feature_set": feature_set, "corpus": corpus, "created_at": now()}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                b"aver": json.dumps(info, sort_keys=True).encode()})
-        path = self.dir(feature_set, corpus) / f"{kind}-{uuid.uuid4().hex[:12]}.parquet"
+        return self.stage_table(kind, self.dir(feature_set, corpus), table)
+
+    def stage_table(self, kind: str, folder, table: pa.Table) -> Staged:
+        path = folder / new_name(kind)
         self.files.write_table(table, path)
-        return path
+        keys = list(zip(table.column("clip_id").to_pylist(), table.column("variant").to_pylist()))
+        return Staged(path.name, table.num_rows, self.files.size(path), keys)
+
+    def commit(self, feature_set: str, corpus: str, add: list[Staged | None], remove: list[str] = (),
+               op: str = "append") -> list[str]:
+        return self.log(feature_set, corpus).commit([s for s in add if s is not None], remove, op)
 
     # ---- incremental bookkeeping -------------------------------------------------------------------------
     def done_keys(self, feature_set: str, corpus: str, fingerprint: str,
@@ -137,40 +148,45 @@ class FeatureStore:
         """Drop files of another fingerprint and rows whose key is no longer planned or whose media changed.
 
         `valid` maps every planned key to its current content hash; ledger rows whose reason starts with one of
-        `retry_reasons` are dropped too, so the next run tries them again. Files are rewritten atomically.
-        Returns the number of rows removed.
+        `retry_reasons` are dropped too, so the next run tries them again. The rewritten files replace the old
+        ones in one commit. Returns the number of rows removed.
         """
-        removed = 0
-        for s in self.shards(feature_set, corpus):
-            t = self.files.read_table(s.path)
-            if s.fingerprint != fingerprint:
-                removed += t.num_rows
-                self.files.delete(s.path)
+        for _ in range(reader.LISTING_ATTEMPTS):
+            removed, add, remove = 0, [], []
+            for s in self.shards(feature_set, corpus):
+                t = self.files.read_table(s.path)
+                keep = [s.fingerprint == fingerprint and valid.get((c, v)) == h for c, v, h in zip(
+                    *(t.column(n).to_pylist() for n in ("clip_id", "variant", "content_hash")))]
+                if s.kind == "ledger" and retry_reasons:
+                    keep = [k and not r.startswith(retry_reasons) for k, r in zip(keep, t.column("reason").to_pylist())]
+                if all(keep):
+                    continue
+                removed += keep.count(False)
+                remove.append(s.path.name)
+                if any(keep):
+                    add.append(self.stage_table(s.kind, s.path.parent, t.filter(pa.array(keep))))
+            try:
+                self.commit(feature_set, corpus, add, remove, op="prune")
+            except Conflict:        # a compaction replaced some of these files meanwhile: prune its result
+                for staged in add:
+                    self.files.delete(self.dir(feature_set, corpus) / staged.name)
                 continue
-            keep = [valid.get((c, v)) == h for c, v, h in zip(
-                *(t.column(n).to_pylist() for n in ("clip_id", "variant", "content_hash")))]
-            if s.kind == "ledger" and retry_reasons:
-                keep = [k and not r.startswith(retry_reasons) for k, r in zip(keep, t.column("reason").to_pylist())]
-            if all(keep):
-                continue
-            removed += keep.count(False)
-            kept = t.filter(pa.array(keep))
-            if kept.num_rows:
-                self.files.write_table(kept, s.path)
-            else:
-                self.files.delete(s.path)
-        return removed
+            for name in remove:
+                self.files.delete(self.dir(feature_set, corpus) / name)
+            return removed
+        raise RuntimeError(f"{feature_set}/{corpus}: could not prune, the store kept changing")
 
-    def clean_temporaries(self, feature_set: str, corpus: str) -> None:
-        """Remove leftovers of killed writers: temporary files, Beam's temp dirs, files a compaction replaced."""
+    def clean_temporaries(self, feature_set: str, corpus: str, older_than_s: float = VACUUM_AFTER_S) -> None:
+        """Remove leftovers of killed writers: temporary files and data files no commit names
+        (a crashed run's, a resubmitted batch's, those a compaction replaced) once `older_than_s` old."""
         d = self.dir(feature_set, corpus)
+        live = set(self.log(feature_set, corpus).snapshot().files)
         for info in self.files.entries(d):
             if info.base_name.startswith(".") and info.base_name.endswith(".tmp"):
                 self.files.delete(d / info.base_name)
-            elif info.base_name.startswith("beam-temp-") and info.type == pafs.FileType.Directory:
-                self.files.delete_folder(d / info.base_name)
-        for s in self.shards(feature_set, corpus, retired=True):
-            self.files.delete(s.path)
+            elif (info.base_name.startswith(("part-", "ledger-")) and info.base_name not in live
+                  and time.time() - info.mtime.timestamp() > older_than_s):
+                self.files.delete(d / info.base_name)
 
     # ---- reading (pipelines/store/reader.py) ----------------------------------------------------------------
     def read(self, feature_set: str, corpus: str, kind: str = "part", columns: list[str] | None = None,

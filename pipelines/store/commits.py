@@ -1,0 +1,195 @@
+"""The commit log of one feature set x corpus: which data files are live, so that every key is read exactly once.
+
+Workers write data files under unique names; none is read until a commit names it. A commit is a small JSON record
+`<dir>/_commits/<version>.json` (20 digits, from 0) written with a create-if-absent write (Files.create), so of two
+writers committing at once exactly one gets each version; the other reads the records it missed and tries the next
+one. A record adds files and removes files (compaction, prune); the live files are those added and not removed,
+replayed from the latest checkpoint (`<version>.checkpoint.json`, the live files at that version, written every
+CHECKPOINT_EVERY versions so a reader does not read every record). A file no commit names (a batch whose worker
+died and was resubmitted, a crashed run) is never read; `vacuum` deletes such files once they are old.
+
+Exactly once: an append commit never adds a key that is already live. Before each attempt the writer brings its
+view of the live keys up to date (records it has not seen) and rewrites a file whose keys another writer committed
+first without those rows. A compaction or prune commit names the files it replaces; if another commit removed one of
+them first it fails with `Conflict` and the caller plans again (so a compaction and a prune never undo each other).
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from pipelines.manifest import now
+
+if TYPE_CHECKING:
+    from pipelines.store.table import FeatureStore
+
+LOG = "_commits"
+CHECKPOINT_EVERY = 100
+ATTEMPTS = 1000
+KEY = ["clip_id", "variant"]
+# Files of a store written before the commit log (12 hex digits; Beam's were numbered shards): adopted by the
+# first commit, so an older store keeps its rows. Files written since have 32 hex digits.
+LEGACY = re.compile(r"^(part|ledger)-[0-9a-f]{12}(-\d{5}-of-\d{5})?\.parquet$")
+
+
+class Conflict(Exception):
+    """Another commit removed a file this one replaces: plan again from a fresh snapshot."""
+
+
+@dataclass
+class Staged:
+    """A data file written but not yet committed; `keys` are its (clip_id, variant) keys, read from it if None."""
+    name: str
+    rows: int
+    bytes: int
+    keys: list[tuple[str, str]] | None = None
+
+    def entry(self) -> dict:
+        return {"name": self.name, "rows": self.rows, "bytes": self.bytes}
+
+
+@dataclass
+class Snapshot:
+    version: int                                            # -1: no commit yet
+    files: dict[str, dict] = field(default_factory=dict)    # live file name -> {"rows", "bytes"}
+
+
+class CommitLog:
+    def __init__(self, store: "FeatureStore", feature_set: str, corpus: str):
+        self.store, self.files = store, store.files
+        self.dir = store.dir(feature_set, corpus)
+        self.folder = self.dir / LOG
+        self.owner: dict[tuple[str, str], str] | None = None    # live key -> its file, built on the first append
+        self.keys_of: dict[str, list] = {}
+        self.seen = Snapshot(-1)
+
+    # ---- reading ----------------------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """The live files at the latest version (before any commit: the files of an older store, see LEGACY)."""
+        for _ in range(ATTEMPTS):
+            names = [i.base_name for i in self.files.entries(self.folder)]
+            records = sorted(int(n[:20]) for n in names if re.fullmatch(r"\d{20}\.json", n))
+            checkpoints = [int(n[:20]) for n in names if re.fullmatch(r"\d{20}\.checkpoint\.json", n)]
+            base = max((c for c in checkpoints if c in records), default=None)
+            snap = Snapshot(-1) if base is None else Snapshot(base, self._read(f"{base:020d}.checkpoint.json"))
+            if not records:
+                return Snapshot(-1, self._legacy())
+            todo = [v for v in records if v > snap.version]
+            if todo != list(range(snap.version + 1, records[-1] + 1)):
+                continue                    # a listing that missed a record: list again
+            for v in todo:
+                _apply(snap.files, self._read(f"{v:020d}.json"))
+            snap.version = records[-1]
+            return snap
+        raise RuntimeError(f"{self.folder}: the commit log kept changing under {ATTEMPTS} listings")
+
+    def _read(self, name: str) -> dict:
+        return json.loads(self.files.read_bytes(self.folder / name))
+
+    def _legacy(self) -> dict[str, dict]:
+        infos = [i for i in self.files.entries(self.dir) if LEGACY.match(i.base_name)]
+        metas = {i.base_name: self.store._meta(self.dir / i.base_name) for i in infos}
+        replaced = {n for m in metas.values() for n in m.get("replaces", [])}
+        return {i.base_name: {"rows": None, "bytes": i.size} for i in infos if i.base_name not in replaced}
+
+    # ---- committing -------------------------------------------------------------------------------------
+    def commit(self, add: list[Staged], remove: list[str] = (), op: str = "append") -> list[str]:
+        """Make `add` live and `remove` not, in one atomic step; returns the names committed. An append drops the
+        rows whose key is already live (rewriting that file); any other op raises Conflict if a file it removes is
+        no longer live."""
+        add = [s for s in add if s.rows]
+        if not add and not remove:
+            return []
+        for _ in range(ATTEMPTS):
+            self._catch_up(need_keys=op == "append")
+            missing = [n for n in remove if n not in self.seen.files]
+            if missing:
+                raise Conflict(f"{missing[:3]} were replaced by another commit")
+            if op == "append":
+                claimed: set = set()        # keys of the files before in this commit (a retried Beam bundle's)
+                add = [s for s in (self._without_live_keys(s, claimed) for s in add) if s is not None]
+                if not add and not remove:
+                    return []
+            version = self.seen.version + 1
+            record = {"version": version, "op": op, "created_at": now(), "remove": sorted(remove),
+                      "add": [s.entry() for s in add]}
+            if version == 0:    # the first commit adopts the files of an older store
+                record["add"] += [{"name": n, **e} for n, e in self.seen.files.items()]
+            if self.files.create(self.folder / f"{version:020d}.json", json.dumps(record, sort_keys=True).encode()):
+                self._advance(record, {s.name: s.keys for s in add})
+                if version and version % CHECKPOINT_EVERY == 0:
+                    self.files.write_bytes(self.folder / f"{version:020d}.checkpoint.json",
+                                           json.dumps(self.seen.files, sort_keys=True).encode())
+                return [s.name for s in add]
+        raise RuntimeError(f"{self.folder}: could not commit in {ATTEMPTS} attempts")
+
+    def _catch_up(self, need_keys: bool) -> None:
+        """Bring `seen` (and, for an append, the live keys) to the latest version."""
+        latest = self.snapshot()
+        if self.owner is None:
+            self.seen = latest
+            if need_keys:
+                self.owner, self.keys_of = {}, {}
+                for name in latest.files:
+                    self._own(name, self._file_keys(name))
+            return
+        for v in range(self.seen.version + 1, latest.version + 1):
+            self._advance(self._read(f"{v:020d}.json"), {})
+
+    def _advance(self, record: dict, keys: dict[str, list | None]) -> None:
+        """Apply one record to `seen` and to the live keys."""
+        _apply(self.seen.files, record)
+        self.seen.version = record["version"]
+        if self.owner is None:
+            return
+        for name in record["remove"]:
+            for k in self.keys_of.pop(name, []):
+                if self.owner.get(k) == name:
+                    del self.owner[k]
+        for e in record["add"]:
+            self._own(e["name"], keys.get(e["name"]) or self._file_keys(e["name"]))
+
+    def _own(self, name: str, keys: list) -> None:
+        self.keys_of[name] = keys
+        for k in keys:
+            self.owner[k] = name
+
+    def _file_keys(self, name: str) -> list[tuple[str, str]]:
+        t = self.files.read_table(self.dir / name, columns=KEY)
+        return list(zip(t.column(0).to_pylist(), t.column(1).to_pylist()))
+
+    def _without_live_keys(self, staged: Staged, claimed: set) -> Staged | None:
+        """The staged file, or a copy without the rows whose key is live or `claimed` (None if no row is left);
+        adds the keys it keeps to `claimed`."""
+        keys = staged.keys if staged.keys is not None else self._file_keys(staged.name)
+        staged.keys = keys
+        keep = [k not in self.owner and k not in claimed for k in keys]
+        claimed.update(k for k, kept in zip(keys, keep) if kept)
+        if all(keep):
+            return staged
+        old = self.dir / staged.name
+        table = self.files.read_table(old).filter(pa.array(keep))
+        self.files.delete(old)
+        if not table.num_rows:
+            return None
+        kind = staged.name.split("-", 1)[0]
+        fresh = self.store.stage_table(kind, self.dir, table)
+        fresh.keys = [k for k, kept in zip(keys, keep) if kept]
+        return fresh
+
+
+def _apply(files: dict[str, dict], record: dict) -> None:
+    for name in record["remove"]:
+        files.pop(name, None)
+    for e in record["add"]:
+        files[e["name"]] = {"rows": e.get("rows"), "bytes": e.get("bytes")}
+
+
+def new_name(kind: str) -> str:
+    return f"{kind}-{uuid.uuid4().hex}.parquet"
+
