@@ -5,11 +5,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 import ray
@@ -129,65 +127,3 @@ def test_sigkill_mid_run_resumes_with_every_row_once(corpus, sets):
         assert store.verify(fs, "emo", planned_keys(p, fs, "emo")).ok
         rows = store.read(fs, "emo").to_pylist()
         assert sorted((r["clip_id"], r["variant"]) for r in rows) == sorted(planned_keys(p, fs, "emo"))
-
-
-@pytest.mark.cluster
-def test_two_node_ray_cluster(corpus):
-    tmp, _, params = corpus
-    ray.shutdown()
-    ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent))
-    # Ray rewrites 127.0.0.1 to the host's network address; 127.0.0.2 keeps the whole cluster on loopback.
-    head = "127.0.0.2:6391"
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "disabled"}
-    common = ["--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.2"]
-    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's unix socket paths must fit 107 bytes
-
-    def ray_cli(*args):
-        done = subprocess.run([ray_bin, *args, *common], env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-
-    try:
-        ray_cli("start", "--head", "--port=6391", "--include-dashboard=false", f"--temp-dir={temp_dir}")
-        ray_cli("start", f"--address={head}")
-        code = (
-            "import ray, sys, yaml\n"
-            "from pipelines.plan import run_extraction\n"
-            f"ray.init(address='{head}')\n"
-            "assert len([n for n in ray.nodes() if n['Alive']]) == 2, ray.nodes()\n"
-            f"p = yaml.safe_load(open('{tmp / 'cluster.yaml'}'))\n"
-            f"s = run_extraction(p, '{FS}', 'emo', progress=False)\n"
-            "print('EXTRACTED', s.extracted)\n")
-        p = _fresh(params, tmp, "store_cluster", name="ray", ray={"workers": 2})
-        (tmp / "cluster.yaml").write_text(yaml.safe_dump(p))
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
-        assert "EXTRACTED 16" in out.stdout, out.stderr[-3000:]
-        ref = _fresh(params, tmp, "store_cluster_ref")
-        run_extraction(ref, FS, "emo", progress=False)
-        assert _rows(p) == _rows(ref)
-    finally:
-        stop_cluster(temp_dir, head)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def stop_cluster(temp_dir: str, head: str) -> list[int]:
-    """End this test's Ray cluster only (`ray stop` ends every Ray process on the machine, other users' too): the
-    processes whose command line names its temp dir (GCS, raylets, agents, monitors) or its head address (the
-    client server), with their children (workers rename themselves "ray::IDLE" and so lose those arguments).
-    Returns the PIDs ended."""
-    def names_cluster(proc) -> bool:
-        return any(temp_dir in arg or head in arg for arg in proc.info["cmdline"] or ())
-    ours = [p for p in psutil.process_iter(["cmdline"]) if p.pid != os.getpid() and names_cluster(p)]
-    for proc in list(ours):
-        try:
-            ours += proc.children(recursive=True)
-        except psutil.NoSuchProcess:
-            pass
-    for proc in ours:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(ours, timeout=15)
-    for proc in alive:
-        proc.kill()
-    return [proc.pid for proc in ours]

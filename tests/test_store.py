@@ -268,3 +268,42 @@ def test_store_compact_command(tmp_path):
     assert out.exit_code == 0, out.output
     assert len(store.shards("audio", "c")) == 1 and len(store.shards("video", "c")) == 1     # only `audio` merged
     assert sorted(store.read("audio", "c").to_pylist(), key=str) == sorted(before["audio"], key=str)
+
+
+def _one_row(i: int, x: float = 0.0) -> pa.Table:
+    return pa.table({"clip_id": [f"c/{i}"], "variant": ["clean"], "content_hash": ["h"], "x": [x]})
+
+
+def test_only_committed_files_are_read_and_a_resubmitted_batch_is_stored_once(tmp_path):
+    store = _store(tmp_path)
+    lost = store.stage("part", "video", "c", _one_row(7), {"kind": "faces", "fingerprint": "f"})      # its worker died: never committed
+    assert store.read("video", "c").num_rows == 3 and (store.dir("video", "c") / lost.name).exists()
+    again = store.stage("part", "video", "c", _one_row(7), {"kind": "faces", "fingerprint": "f"})     # the batch resubmitted
+    twice = store.stage("part", "video", "c", pa.concat_tables([_one_row(7), _one_row(8)]), {"kind": "faces", "fingerprint": "f"})
+    store.commit("video", "c", [again, twice])              # e.g. a Beam bundle retried after its first try wrote
+    rows = store.read("video", "c").to_pylist()
+    assert sorted(r["clip_id"] for r in rows) == ["c/0", "c/0", "c/1", "c/7", "c/8"]   # c/0: clean and blur
+    store.clean_temporaries("video", "c", older_than_s=0)  # the lost file and the rewritten one are deleted
+    names = {p.name for p in store.dir("video", "c").glob("part-*")}
+    assert names == {s.path.name for s in store.shards("video", "c")} and lost.name not in names
+
+
+def test_a_compaction_never_brings_back_rows_a_concurrent_prune_removed(tmp_path):
+    store = _store(tmp_path)
+    for i in range(3, 6):
+        store.write_part("video", "c", _one_row(i), {"kind": "faces", "fingerprint": "f"})
+    group = compaction.plan_groups(store.shards("video", "c"), compaction.TARGET_BYTES)[0]
+    valid = {(f"c/{i}", v): "h" for i in range(5) for v in ("clean", "blur")}         # c/5 left the manifest
+    commit = store.commit
+
+    def prune_first(*args, **kwargs):     # a prune commits after the compaction read the files, before it commits
+        if kwargs.get("op") == "compact":
+            assert store.prune("video", "c", "f", valid) == 1
+        return commit(*args, **kwargs)
+    store.commit = prune_first
+    assert compaction.publish(store, "video", "c", group) is None                     # Conflict: nothing published
+    store.commit = commit
+    assert "c/5" not in store.read("video", "c").column("clip_id").to_pylist()
+    compaction.compact(store, "video", "c")                 # the next compaction merges what prune left
+    assert sorted(store.read("video", "c").column("clip_id").to_pylist()) == ["c/0", "c/0", "c/1", "c/3", "c/4"]
+    assert len(store.shards("video", "c")) == 1

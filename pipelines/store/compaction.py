@@ -50,8 +50,11 @@ def plan_groups(shards: list[Shard], target_bytes: int) -> list[list[Shard]]:
 def publish(store: FeatureStore, feature_set: str, corpus: str, group: list[Shard]) -> pa.Table | None:
     """Merge a group and commit the merged file in place of its files; None if another commit replaced one of them
     first. Returns the merged rows."""
-    table = pa.concat_tables([store.files.read_table(s.path).replace_schema_metadata(None) for s in group],
-                             promote_options="permissive").sort_by([(k, "ascending") for k in KEY])
+    try:
+        tables = [store.files.read_table(s.path).replace_schema_metadata(None) for s in group]
+    except FileNotFoundError:       # replaced (and deleted) by another commit since the snapshot
+        return None
+    table = pa.concat_tables(tables, promote_options="permissive").sort_by([(k, "ascending") for k in KEY])
     meta = {k: v for k, v in group[-1].meta.items() if k not in ("feature_set", "corpus", "created_at")}
     merged = store.stage(group[0].kind, feature_set, corpus, table, meta)
     try:
