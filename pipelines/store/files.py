@@ -128,7 +128,10 @@ class Files:
             if url.scheme != "s3":
                 raise BadParams(f"the store's commit log needs a create-if-absent write, which aver does for local "
                                 f"folders and s3:// only, not {url.scheme}://")
-            import boto3
+            try:
+                import boto3
+            except ImportError:
+                raise BadParams("a store on s3:// commits with boto3: pip install 'aver[s3]'") from None
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             endpoint = query.get("endpoint_override")
             if endpoint and "://" not in endpoint:
