@@ -307,3 +307,15 @@ def test_a_compaction_never_brings_back_rows_a_concurrent_prune_removed(tmp_path
     compaction.compact(store, "video", "c")                 # the next compaction merges what prune left
     assert sorted(store.read("video", "c").column("clip_id").to_pylist()) == ["c/0", "c/0", "c/1", "c/3", "c/4"]
     assert len(store.shards("video", "c")) == 1
+
+
+def test_a_store_written_before_the_commit_log_keeps_its_rows(tmp_path):
+    part = _store(tmp_path).shards("video", "c")[0].path.read_bytes()     # 3 rows
+    old = tmp_path / "old" / "video" / "c"
+    old.mkdir(parents=True)
+    (old / "part-0123456789ab.parquet").write_bytes(part)                 # named as an older aver named its files
+    (old / f"part-{'f' * 32}.parquet").write_bytes(part)                   # a file no commit names
+    legacy = FeatureStore(tmp_path / "old", tmp_path / "m")
+    assert legacy.read("video", "c").num_rows == 3                         # the old file, not the uncommitted one
+    legacy.write_part("video", "c", _one_row(4), {"kind": "faces", "fingerprint": "f"})      # the first commit adopts it
+    assert sorted(legacy.read("video", "c").column("clip_id").to_pylist()) == ["c/0", "c/0", "c/1", "c/4"]
