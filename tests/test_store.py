@@ -319,3 +319,19 @@ def test_a_store_written_before_the_commit_log_keeps_its_rows(tmp_path):
     assert legacy.read("video", "c").num_rows == 3                         # the old file, not the uncommitted one
     legacy.write_part("video", "c", _one_row(4), {"kind": "faces", "fingerprint": "f"})      # the first commit adopts it
     assert sorted(legacy.read("video", "c").column("clip_id").to_pylist()) == ["c/0", "c/0", "c/1", "c/4"]
+
+
+def test_a_reader_starts_from_the_latest_checkpoint(tmp_path, monkeypatch):
+    from pipelines.store import commits
+    monkeypatch.setattr(commits, "CHECKPOINT_EVERY", 2)
+    store = _store(tmp_path)                                # video: commit 0
+    for i in range(3, 7):                                   # commits 1-4: checkpoints at 2 and 4
+        store.write_part("video", "c", _one_row(i), {"kind": "faces", "fingerprint": "f"})
+    log = store.dir("video", "c") / commits.LOG
+    assert sorted(p.name for p in log.glob("*.checkpoint.json")) == [f"{2:020d}.checkpoint.json",
+                                                                     f"{4:020d}.checkpoint.json"]
+    (log / f"{1:020d}.json").unlink()                       # not needed any more: the checkpoint at 4 holds it
+    fresh = FeatureStore(tmp_path / "s", tmp_path / "m")
+    assert fresh.log("video", "c").snapshot() == store.log("video", "c").snapshot()
+    assert sorted(fresh.read("video", "c").column("clip_id").to_pylist()) == ["c/0", "c/0", "c/1", "c/3", "c/4",
+                                                                             "c/5", "c/6"]

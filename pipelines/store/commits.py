@@ -67,6 +67,7 @@ class CommitLog:
         self.owner: dict[tuple[str, str], str] | None = None    # live key -> its file, built on the first append
         self.keys_of: dict[str, list] = {}
         self.seen = Snapshot(-1)
+        self.cache: dict[str, dict] = {}
 
     # ---- reading ----------------------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -76,7 +77,7 @@ class CommitLog:
             records = sorted(int(n[:20]) for n in names if re.fullmatch(r"\d{20}\.json", n))
             checkpoints = [int(n[:20]) for n in names if re.fullmatch(r"\d{20}\.checkpoint\.json", n)]
             base = max((c for c in checkpoints if c in records), default=None)
-            snap = Snapshot(-1) if base is None else Snapshot(base, self._read(f"{base:020d}.checkpoint.json"))
+            snap = Snapshot(-1) if base is None else Snapshot(base, dict(self._read(f"{base:020d}.checkpoint.json")))
             if not records:
                 return Snapshot(-1, self._legacy())
             todo = [v for v in records if v > snap.version]
@@ -89,7 +90,10 @@ class CommitLog:
         raise RuntimeError(f"{self.folder}: the commit log kept changing under {ATTEMPTS} listings")
 
     def _read(self, name: str) -> dict:
-        return json.loads(self.files.read_bytes(self.folder / name))
+        """A record or checkpoint, read once: neither ever changes once written."""
+        if name not in self.cache:
+            self.cache[name] = json.loads(self.files.read_bytes(self.folder / name))
+        return self.cache[name]
 
     def _legacy(self) -> dict[str, dict]:
         infos = [i for i in self.files.entries(self.dir) if LEGACY.match(i.base_name)]

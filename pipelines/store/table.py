@@ -185,7 +185,7 @@ class FeatureStore:
             if info.base_name.startswith(".") and info.base_name.endswith(".tmp"):
                 self.files.delete(d / info.base_name)
             elif (info.base_name.startswith(("part-", "ledger-")) and info.base_name not in live
-                  and time.time() - info.mtime.timestamp() > older_than_s):
+                  and info.mtime is not None and time.time() - info.mtime.timestamp() > older_than_s):
                 self.files.delete(d / info.base_name)
 
     # ---- reading (pipelines/store/reader.py) ----------------------------------------------------------------
