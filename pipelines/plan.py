@@ -199,7 +199,7 @@ class _Job:
 
 
 def _counts(store: FeatureStore, feature_set: str, corpus: str) -> dict[str, int]:
-    """Distinct feature rows and ledger rows (a batch Ray retried after its actor died may be stored twice)."""
+    """Committed feature rows and ledger rows (each key is stored once: pipelines/store/commits.py)."""
     return {"rows": store.read(feature_set, corpus, columns=["clip_id", "variant"]).num_rows,
             "failed": store.read(feature_set, corpus, "ledger", columns=["clip_id", "variant"]).num_rows}
 
