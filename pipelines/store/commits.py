@@ -133,17 +133,22 @@ class CommitLog:
         raise RuntimeError(f"{self.folder}: could not commit in {ATTEMPTS} attempts")
 
     def _catch_up(self, need_keys: bool) -> None:
-        """Bring `seen` (and, for an append, the live keys) to the latest version."""
-        latest = self.snapshot()
+        """Bring `seen` (and, for an append, the live keys) to the latest version. Once the keys are known, only the
+        records after `seen` are read, one by one until the first that does not exist yet (no listing of the log,
+        which grows with every commit)."""
         if self.owner is None:
-            self.seen = latest
+            self.seen = self.snapshot()
             if need_keys:
                 self.owner, self.keys_of = {}, {}
-                for name in latest.files:
+                for name in self.seen.files:
                     self._own(name, self._file_keys(name))
             return
-        for v in range(self.seen.version + 1, latest.version + 1):
-            self._advance(self._read(f"{v:020d}.json"), {})
+        while True:
+            try:
+                record = self._read(f"{self.seen.version + 1:020d}.json")
+            except FileNotFoundError:
+                return
+            self._advance(record, {})
 
     def _advance(self, record: dict, keys: dict[str, list | None]) -> None:
         """Apply one record to `seen` and to the live keys."""
