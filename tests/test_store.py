@@ -321,6 +321,16 @@ def test_a_store_written_before_the_commit_log_keeps_its_rows(tmp_path):
     assert sorted(legacy.read("video", "c").column("clip_id").to_pylist()) == ["c/0", "c/0", "c/1", "c/4"]
 
 
+def test_a_prune_as_the_first_commit_of_an_older_store_removes_what_it_replaces(tmp_path):
+    part = _store(tmp_path).shards("video", "c")[0].path.read_bytes()     # c/0 clean, c/1 clean, c/0 blur
+    old = tmp_path / "old" / "video" / "c"
+    old.mkdir(parents=True)
+    (old / "part-0123456789ab.parquet").write_bytes(part)
+    legacy = FeatureStore(tmp_path / "old", tmp_path / "m")
+    assert legacy.prune("video", "c", "f", {("c/0", "clean"): "h", ("c/1", "clean"): "h"}) == 1
+    assert sorted(legacy.read("video", "c").column("variant").to_pylist()) == ["clean", "clean"]
+
+
 def test_a_reader_starts_from_the_latest_checkpoint(tmp_path, monkeypatch):
     from pipelines.store import commits
     monkeypatch.setattr(commits, "CHECKPOINT_EVERY", 2)

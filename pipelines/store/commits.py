@@ -123,7 +123,7 @@ class CommitLog:
             record = {"version": version, "op": op, "created_at": now(), "remove": sorted(remove),
                       "add": [s.entry() for s in add]}
             if version == 0:    # the first commit adopts the files of an older store
-                record["add"] += [{"name": n, **e} for n, e in self.seen.files.items()]
+                record["add"] += [{"name": n, **e} for n, e in self.seen.files.items() if n not in remove]
             if self.files.create(self.folder / f"{version:020d}.json", json.dumps(record, sort_keys=True).encode()):
                 self._advance(record, {s.name: s.keys for s in add})
                 if version and version % CHECKPOINT_EVERY == 0:
