@@ -1,8 +1,8 @@
 """Engines run an extractor group (pipelines/group.py) over work units and hand each batch's results to a sink.
 
 All engines share one contract: `run(members, units, sink, options)`; `sink({feature_set: Result})` is called in
-the driver for every processed batch (local; Ray with the feature rows already stored by the actor, `written`
-counting them) or, for Beam, rows are written by Beam's parquetio.
+the driver for every processed batch (local: with the rows; Ray: with the rows already written by the actor, `staged`
+naming the files and `written` counting them; Beam: the same, once the pipeline has finished), and the sink commits.
 """
 from __future__ import annotations
 
