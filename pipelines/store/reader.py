@@ -112,3 +112,40 @@ def load(store: "FeatureStore", feature_sets: list[str], corpora: list[str], var
             base = base.merge(feats, on=KEY, how="left")
         frames.append(base)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class RowsByKey:
+    """A worker's reads of upstream rows by key: each upstream set's live files are listed once, then each batch
+    reads only the rows of its keys (the filter is pushed down: row groups whose clip_id statistics exclude the
+    batch are skipped). Listed again if a file was retired by a compaction or a key is not found."""
+
+    def __init__(self, store: "FeatureStore"):
+        self.store, self.datasets = store, {}
+
+    def _dataset(self, feature_set: str, corpus: str, fresh: bool) -> ds.Dataset | None:
+        if fresh or (feature_set, corpus) not in self.datasets:
+            shards = _live(self.store, feature_set, corpus, "part")
+            schema = pa.unify_schemas([s.schema for s in shards], promote_options="permissive") if shards else None
+            self.datasets[(feature_set, corpus)] = shards and ds.dataset(
+                self.store.files.names(s.path for s in shards), schema=schema, format="parquet",
+                filesystem=self.store.files.fs)
+        return self.datasets[(feature_set, corpus)] or None
+
+    def get(self, feature_set: str, corpus: str, keys: set[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        """(clip_id, variant) -> row, for the keys the store holds."""
+        ids, variants = sorted({c for c, _ in keys}), sorted({v for _, v in keys})
+        wanted = ((pc.field("clip_id") >= ids[0]) & (pc.field("clip_id") <= ids[-1])
+                  & pc.field("clip_id").isin(ids) & pc.field("variant").isin(variants))
+        rows: dict[tuple[str, str], dict] = {}
+        for fresh in (False, True):
+            data = self._dataset(feature_set, corpus, fresh)
+            try:
+                table = data.to_table(filter=wanted) if data is not None else None
+            except FileNotFoundError:       # retired by a compaction since the listing
+                continue
+            if table is not None:
+                rows = {k: r for r in first_of_each_key(table).to_pylist()
+                        if (k := (r["clip_id"], r["variant"])) in keys}
+            if len(rows) == len(keys):
+                break
+        return rows
