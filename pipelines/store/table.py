@@ -22,7 +22,7 @@ from pipelines.keyset import KeySet
 from pipelines.manifest import LEDGER_SCHEMA, now, to_table
 from pipelines.rowcheck import garbage_rows
 from pipelines.store import reader
-from pipelines.store.files import Files
+from pipelines.store.files import Files, is_uri
 
 KEY = ["clip_id", "variant"]
 KEY_COLUMNS = ["clip_id", "variant", "content_hash"]
@@ -59,7 +59,7 @@ class FeatureStore:
     def __init__(self, root: str | Path, manifest_dir: str | Path):
         self.files = Files(root)
         self.root = self.files.root
-        self.manifest_dir = Path(manifest_dir)
+        self.manifest_dir = manifest_dir if is_uri(manifest_dir) else Path(manifest_dir)
 
     # ---- layout -------------------------------------------------------------------------------------------
     def dir(self, feature_set: str, corpus: str) -> Path | PurePosixPath:
