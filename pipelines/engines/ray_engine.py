@@ -15,12 +15,14 @@ that still fails is skipped (`max_errored_blocks`) and the planner records its i
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines.engines.retry import RetryPolicy, process_with_retries
 from pipelines.extractor import Result, limit_threads
@@ -55,6 +57,13 @@ class RayExtractor:
         return {"commit": np.array([json.dumps(commits)], dtype=object)}
 
 
+def _read_spool(store: str, item: dict) -> list[dict]:
+    """The units of one spool file (JSON, as the driver wrote them)."""
+    from pipelines.store.files import Files
+    table = pq.read_table(item["file"], columns=["unit"], filesystem=Files(store).fs)
+    return [{"unit": unit} for unit in table.column("unit").to_pylist()]
+
+
 def _init(options: dict) -> None:
     import ray
     if ray.is_initialized():
@@ -73,7 +82,10 @@ def run(members: list[Member], units: Spool, sink: Callable[[dict[str, Result]],
     context.max_errored_blocks = -1         # a batch lost for good must not stop the others: retried next run
     resources = ExtractorGroup(members).resources
     policy = RetryPolicy.of(options)
-    ds = ray.data.read_parquet(units.names(), filesystem=units.files.fs, columns=["unit"])
+    # One item per spool file, read in a task that asks for no CPU, so it never waits behind the extractor actors
+    # (read_parquet lists and reads in tasks of one CPU each: on a cluster the actors hold, they would starve).
+    ds = ray.data.from_items([{"file": name} for name in units.names()])
+    ds = ds.flat_map(functools.partial(_read_spool, units.store_uri), num_cpus=0)
     ds = ds.map_batches(RayExtractor,
                         fn_constructor_kwargs={"members": members, "policy": policy, "targets": sink.worker_targets(),
                                                "store": units.store_uri},
