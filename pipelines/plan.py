@@ -21,7 +21,8 @@ from pipelines.extractor import (RETRIED_REASONS, RETRYABLE, Extractor, build, e
 from pipelines.keyset import KeySet
 from pipelines.group import Member
 from pipelines.manifest import ledger_row, manifest_batches
-from pipelines.planning import SLICE_CLIPS, SliceContext, Spool
+from pipelines import planning
+from pipelines.planning import SliceContext, Spool
 from pipelines.sink import GroupSink, StoreSink
 from pipelines.store import FeatureStore
 from pipelines.store.compaction import compact
@@ -89,7 +90,8 @@ def _manifest_keys(params: dict, feature_set: str, corpus: str):
     """(clip_ids, variants, content_hashes) of every key the feature set should hold, a manifest slice at a time
     (only the key columns are read)."""
     variants = feature_config(params, feature_set)["variants"]
-    for batch in manifest_batches(paths(params)["manifests"], corpus, SLICE_CLIPS, ["clip_id", "content_hash"]):
+    manifests = paths(params)["manifests"]
+    for batch in manifest_batches(manifests, corpus, planning.SLICE_CLIPS, ["clip_id", "content_hash"]):
         ids, hashes = batch.column("clip_id").to_pylist(), batch.column("content_hash").to_pylist()
         for variant in variants:
             yield ids, [variant] * len(ids), hashes
@@ -248,7 +250,7 @@ def _record_lost(jobs: list[_Job], spool: Spool, store: FeatureStore, corpus: st
     """Units the engine never returned (a worker or node lost for good) become retryable ledger rows."""
     for job in jobs:
         present = store.key_set(job.feature_set, corpus, job.meta["fingerprint"], include_retried=True)
-        for units in spool.batches(SLICE_CLIPS):
+        for units in spool.batches(planning.SLICE_CLIPS):
             mine = [u for u in units if job.feature_set in u["feature_sets"]]
             found = present.contains([u["clip_id"] for u in mine], [u["variant"] for u in mine])
             lost = [failure(u, job.extractor.kind, f"{RETRYABLE}lost", f"no result came back for this item{crash}")

@@ -43,10 +43,10 @@ def _talkers(batch: pa.RecordBatch) -> pa.Array:
     return pc.fill_null(pc.and_kleene(batch.column("has_audio"), long_enough), False)
 
 
-def slices(manifests, corpus: str, size: int = SLICE_CLIPS) -> Iterator[tuple[list[dict], list[int | None]]]:
+def slices(manifests, corpus: str) -> Iterator[tuple[list[dict], list[int | None]]]:
     """(rows, talker index of each row or None) per slice of the manifest, in manifest order."""
     seen = 0
-    for batch in manifest_batches(manifests, corpus, size):
+    for batch in manifest_batches(manifests, corpus, SLICE_CLIPS):
         talker = _talkers(batch).to_pylist()
         index = list(itertools.accumulate(talker, initial=seen))
         seen = index[-1]
