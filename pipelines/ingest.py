@@ -188,7 +188,8 @@ class ProbeCache:
         os.replace(tmp, self.path)
 
 
-def _probe_all(root: Path | str, paths: list[str], workers: int, progress: bool, corpus: str, cache: ProbeCache) -> dict:
+def _probe_all(root: Path | str, paths: list[str], workers: int, progress: bool, corpus: str,
+               cache: ProbeCache) -> dict:
     """path -> probe facts or ProbeError; each file probed once (IEMOCAP segments share a recording), files
     unchanged since the last ingest not at all. Failures are always probed again.
 

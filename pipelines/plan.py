@@ -222,10 +222,11 @@ def _run_pass(params: dict, jobs: list[_Job], units: Iterator[list[dict]], store
               engine: str, options: dict, bar: Progress) -> None:
     """Spool the units slice by slice, run the engine over the spool, record what never came back."""
     distributed = engine != "local"
-    spool = Spool(store.files.uri, files_per_slice=4 * options.get("workers", 2) if distributed else 1)
+    spool = Spool(store.files.uri, files_per_batch=4 * options.get("workers", 2) if distributed else 1)
     try:
         for chunk in units:
             spool.write(chunk)
+        spool.flush()
         if not spool.count:
             return
         chunk_size = params.get("engine", {}).get("chunk_size", 32)

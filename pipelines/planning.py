@@ -1,7 +1,7 @@
 """Streaming planning: the manifest read a slice at a time, units built slice by slice, spooled for the engines.
 
-The driver never holds a corpus: it reads the manifest `SLICE_CLIPS` rows at a time (pyarrow's batch iterator),
-keeps the keys it must check (planned, done, stored upstream) as `KeySet`s (16 bytes a key), and writes each
+The driver never holds a corpus: it reads the manifest `SLICE_CLIPS` (1 000) rows at a time (pyarrow's batch
+iterator), keeps the keys it must check (planned, done, stored upstream) as `KeySet`s (16 bytes a key), and writes each
 slice's units to a spool of Parquet files beside the store (`<store>/.plan/<run>/`), which every engine reads back
 in batches (local: an iterator; Ray: `ray.data.read_parquet`; Beam: `ReadFromParquet`). A unit names the upstream
 rows it needs (`stored_inputs`: {feature set: variant}); the worker reads them by key from the store
@@ -25,7 +25,7 @@ from pipelines.keyset import KeySet
 from pipelines.manifest import ledger_row, manifest_batches, media_location, read_corpus_root
 from pipelines.store.files import Files
 
-SLICE_CLIPS = 10_000
+SLICE_CLIPS = 1_000
 N_PEERS = 3          # babble talkers (features.augment_audio.MIN_BABBLE_TALKERS)
 PEER_SPARES = 5      # further candidates, used when a talker turns out unusable at extraction
 PEER_STRIDE = 7
@@ -123,25 +123,32 @@ def _not_done(rows: list[dict], done: KeySet) -> list[dict]:
 
 class Spool:
     """One engine pass's units, as Parquet files of JSON units under `<store>/.plan/<run id>/` (every worker
-    reaches the store). Written slice by slice by the driver, read back in batches by the engines, removed after
-    the pass."""
+    reaches the store). The driver adds them slice by slice; they are written `FILE_UNITS` at a time, each batch
+    split in up to `files_per_batch` files (the Ray engine reads one block per file), read back in batches by the
+    engines, and removed after the pass."""
+    FILE_UNITS = 10_000
 
-    def __init__(self, store_uri: str, files_per_slice: int = 1):
-        self.store_uri, self.files_per_slice = store_uri, max(1, files_per_slice)
+    def __init__(self, store_uri: str, files_per_batch: int = 1):
+        self.store_uri, self.files_per_batch = store_uri, max(1, files_per_batch)
         self.files = Files(store_uri)
         self.dir = self.files.root / ".plan" / uuid.uuid4().hex[:12]
         self.paths: list = []
+        self.pending: list[str] = []
         self.count = 0
 
     def write(self, units: list[dict]) -> None:
-        """Some units, split in up to `files_per_slice` files (the Ray engine reads one block per file)."""
-        step = max(1, math.ceil(len(units) / self.files_per_slice))
-        for start in range(0, len(units), step):
-            chunk = units[start:start + step]
-            path = self.dir / f"units-{len(self.paths):06d}.parquet"
-            self.files.write_table(pa.table({"unit": [json.dumps(u) for u in chunk]}), path)
-            self.paths.append(path)
+        self.pending += [json.dumps(u) for u in units]
         self.count += len(units)
+        if len(self.pending) >= self.FILE_UNITS:
+            self.flush()
+
+    def flush(self) -> None:
+        step = max(1, math.ceil(len(self.pending) / self.files_per_batch))
+        for start in range(0, len(self.pending), step):
+            path = self.dir / f"units-{len(self.paths):06d}.parquet"
+            self.files.write_table(pa.table({"unit": self.pending[start:start + step]}), path)
+            self.paths.append(path)
+        self.pending = []
 
     def batches(self, size: int) -> Iterator[list[dict]]:
         for path in self.paths:

@@ -1,5 +1,5 @@
-"""Apache Beam engine: the pass's units are read from its spool (`ReadFromParquet`); `DoFn.setup` builds the extractor group once per worker; each feature set's rows and ledger
-rows leave the DoFn as tagged outputs and are written by Beam's parquetio (temporary files renamed at finalisation, so a killed run leaves no partial shard).
+"""Apache Beam engine: the pass's units are read from its spool (`ReadFromParquet`); `DoFn.setup` builds the
+extractor group once per worker; each feature set's rows and ledger rows leave the DoFn as tagged outputs and are written by Beam's parquetio (temporary files renamed at finalisation, so a killed run leaves no partial shard).
 Unexpected exceptions are retried in the DoFn (pipelines/engines/retry.py) and leave as retryable ledger rows;
 a dead worker's bundle is retried by the runner.
 

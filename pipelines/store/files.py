@@ -58,8 +58,11 @@ class Files:
         from pipelines.manifest import media_location
         return media_location(self.uri, str(PurePosixPath(path).relative_to(self.root)))
 
+    def metadata(self, path) -> pq.FileMetaData:
+        return pq.read_metadata(self._name(path), filesystem=self.fs)
+
     def num_rows(self, path) -> int:
-        return pq.read_metadata(self._name(path), filesystem=self.fs).num_rows
+        return self.metadata(path).num_rows
 
     def write_table(self, table: pa.Table, path) -> None:
         if self.local:

@@ -115,32 +115,40 @@ def load(store: "FeatureStore", feature_sets: list[str], corpora: list[str], var
 
 
 class RowsByKey:
-    """A worker's reads of upstream rows by key: each upstream set's live files are listed once, then each batch
-    reads only the rows of its keys (the filter is pushed down: row groups whose clip_id statistics exclude the
-    batch are skipped). Listed again if a file was retired by a compaction or a key is not found."""
+    """A worker's reads of upstream rows by key. Each upstream set's live files are listed once, with the clip_id
+    range of each (from its footer's statistics); a batch then reads only the files whose range meets the batch's
+    keys, with the key filter pushed down. Listed again if a file was retired by a compaction or a key is missing."""
 
     def __init__(self, store: "FeatureStore"):
-        self.store, self.datasets = store, {}
+        self.store, self.indexes = store, {}
 
-    def _dataset(self, feature_set: str, corpus: str, fresh: bool) -> ds.Dataset | None:
-        if fresh or (feature_set, corpus) not in self.datasets:
+    def _index(self, feature_set: str, corpus: str, fresh: bool) -> tuple[pa.Schema | None, list]:
+        if fresh or (feature_set, corpus) not in self.indexes:
             shards = _live(self.store, feature_set, corpus, "part")
             schema = pa.unify_schemas([s.schema for s in shards], promote_options="permissive") if shards else None
-            self.datasets[(feature_set, corpus)] = shards and ds.dataset(
-                self.store.files.names(s.path for s in shards), schema=schema, format="parquet",
-                filesystem=self.store.files.fs)
-        return self.datasets[(feature_set, corpus)] or None
+            self.indexes[(feature_set, corpus)] = schema, [(*self._clip_range(s.path), s.path) for s in shards]
+        return self.indexes[(feature_set, corpus)]
+
+    def _clip_range(self, path) -> tuple[str | None, str | None]:
+        """The smallest and largest clip_id of a file (None, None: unknown, always read)."""
+        meta = self.store.files.metadata(path)
+        column = meta.schema.to_arrow_schema().get_field_index("clip_id")
+        stats = [meta.row_group(i).column(column).statistics for i in range(meta.num_row_groups)]
+        if column < 0 or not stats or not all(st is not None and st.has_min_max for st in stats):
+            return None, None
+        return min(st.min for st in stats), max(st.max for st in stats)
 
     def get(self, feature_set: str, corpus: str, keys: set[tuple[str, str]]) -> dict[tuple[str, str], dict]:
         """(clip_id, variant) -> row, for the keys the store holds."""
         ids, variants = sorted({c for c, _ in keys}), sorted({v for _, v in keys})
-        wanted = ((pc.field("clip_id") >= ids[0]) & (pc.field("clip_id") <= ids[-1])
-                  & pc.field("clip_id").isin(ids) & pc.field("variant").isin(variants))
+        wanted = pc.field("clip_id").isin(ids) & pc.field("variant").isin(variants)
         rows: dict[tuple[str, str], dict] = {}
         for fresh in (False, True):
-            data = self._dataset(feature_set, corpus, fresh)
+            schema, files = self._index(feature_set, corpus, fresh)
+            paths = [path for lo, hi, path in files if lo is None or (lo <= ids[-1] and hi >= ids[0])]
             try:
-                table = data.to_table(filter=wanted) if data is not None else None
+                table = ds.dataset(self.store.files.names(paths), schema=schema, format="parquet",
+                                   filesystem=self.store.files.fs).to_table(filter=wanted) if paths else None
             except FileNotFoundError:       # retired by a compaction since the listing
                 continue
             if table is not None:
