@@ -168,3 +168,7 @@ class Spool:
             self.files.delete(path)
         if self.files.local and self.paths:
             self.files.delete_folder(self.dir)
+            try:
+                self.dir.parent.rmdir()         # .plan itself, unless another run's spool is there
+            except OSError:
+                pass

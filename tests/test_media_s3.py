@@ -66,7 +66,7 @@ def test_ingest_and_extract_from_the_bucket_match_a_local_run(corpus, s3_server,
         assert remote_manifest == local_manifest and len(local_rows) == {"emo": 6, "cre": 2}[name]
         assert remote_rows == local_rows                      # same values, same content hashes
     assert read_corpus_root(s3_server.uri("manifests"), "emo") == s3_server.uri("media/emodb")
-    assert not list((tmp_path / "store").glob(".plan/*"))      # the runs' spools are removed
+    assert not (tmp_path / "store" / ".plan").exists()        # the runs' spools are removed
     assert "aversecret" not in str(FeatureStore(remote_params["paths"]["store"], "").shards("egemaps", "emo")[0].meta)
     again = run_extraction(remote_params, "egemaps", "emo", progress=False)      # incremental on the bucket
     assert (again.already_done, again.extracted) == (6, 0)

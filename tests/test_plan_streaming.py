@@ -30,4 +30,4 @@ def test_units_are_planned_per_slice_and_carry_keys_not_upstream_rows(tmp_path, 
     up = {r["clip_id"]: r["index"] for r in store.read("up", "c").to_pylist()}
     assert {r["clip_id"]: r["index"] for r in store.read("down", "c").to_pylist()} == {c: i + 1 for c, i in up.items()}
     assert store.ledger("down", "c")["reason"].tolist() == ["missing_input:up"]
-    assert not list((tmp_path / "s").glob(".plan/*/*"))               # the spool is removed after the pass
+    assert not (tmp_path / "s" / ".plan").exists()                     # the spool is removed after the pass
