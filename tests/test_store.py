@@ -83,14 +83,26 @@ def test_verify_reports_stored_rows_with_non_finite_features(tmp_path):
 
 def test_upstream_rows_fall_back_to_clean_only_across_modalities(tmp_path):
     """A video variant whose faces row is missing must not be computed from the clean crops (its robustness
-    results would be clean results); an audio variant uses the clean faces."""
-    from pipelines.plan import _StoredRows
-    rows = _StoredRows(_store(tmp_path), "c")
-    assert rows.get("video", {"clip_id": "c/0", "variant": "blur"})["variant"] == "blur"
-    assert rows.get("video", {"clip_id": "c/1", "variant": "blur"}) is None
-    assert rows.get("video", {"clip_id": "c/1", "variant": "white_snr5"})["variant"] == "clean"
-    assert rows.get("audio", {"clip_id": "c/1", "variant": "white_snr5"}) is None
-    assert rows.get("audio", {"clip_id": "c/1", "variant": "blur"})["variant"] == "clean"
+    results would be clean results); an audio variant uses the clean faces. The planner decides from the stored
+    keys; the worker reads the row it names by key."""
+    from pipelines.group import ExtractorGroup
+    from pipelines.plan import _upstream_variants
+    store = _store(tmp_path)
+
+    def choose(fs, modality, clip, variant):
+        return _upstream_variants(store.key_set(fs, "c", kind="part"), modality, [clip], [variant])[0]
+    assert choose("video", "video", "c/0", "blur") == "blur"
+    assert choose("video", "video", "c/1", "blur") is None
+    assert choose("video", "video", "c/1", "white_snr5") == "clean"
+    assert choose("audio", "audio", "c/1", "white_snr5") is None
+    assert choose("audio", "audio", "c/1", "blur") == "clean"
+    group = ExtractorGroup([("logmel", "logmel", {})], str(tmp_path / "s"))
+    units = [{"clip_id": "c/1", "variant": "white_snr5", "corpus": "c", "stored_inputs": {"video": "clean"}},
+             {"clip_id": "c/0", "variant": "blur", "corpus": "c", "stored_inputs": {"video": "blur", "audio": "clean"}}]
+    inputs = [u["inputs"] for u in group.with_stored_inputs(units)]
+    assert [(i["video"]["clip_id"], i["video"]["variant"], i["video"]["x"]) for i in inputs] == [
+        ("c/1", "clean", 2.0), ("c/0", "blur", 2.0)]
+    assert inputs[1]["audio"]["variant"] == "clean" and "audio" not in inputs[0]
 
 
 def test_rows_are_checked_where_a_worker_accepts_them():

@@ -1,5 +1,5 @@
-"""Apache Beam engine: `DoFn.setup` builds the extractor group once per worker; each feature set's rows and ledger
-rows leave the DoFn as tagged outputs and are written by Beam's parquetio (temporary files renamed at finalisation, so a killed run leaves no partial shard).
+"""Apache Beam engine: the pass's units are read from its spool (`ReadFromParquet`); `DoFn.setup` builds the
+extractor group once per worker; each feature set's rows and ledger rows leave the DoFn as tagged outputs and are written by Beam's parquetio (temporary files renamed at finalisation, so a killed run leaves no partial shard).
 Unexpected exceptions are retried in the DoFn (pipelines/engines/retry.py) and leave as retryable ledger rows;
 a dead worker's bundle is retried by the runner.
 
@@ -9,7 +9,7 @@ filesystem every worker reaches, e.g. a shared mount or an object store path Bea
 """
 from __future__ import annotations
 
-import pickle
+import json
 from typing import Callable
 
 import apache_beam as beam
@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.engines.retry import RetryPolicy, process_with_retries
 from pipelines.extractor import Result, limit_threads
 from pipelines.group import ExtractorGroup, Member
+from pipelines.planning import Spool
 
 
 def _tags(index: int) -> tuple[str, str]:
@@ -26,16 +27,16 @@ def _tags(index: int) -> tuple[str, str]:
 
 
 class ExtractDoFn(beam.DoFn):
-    def __init__(self, members: list[Member], policy: RetryPolicy):
-        self.members, self.policy = members, policy
+    def __init__(self, members: list[Member], policy: RetryPolicy, store: str):
+        self.members, self.policy, self.store = members, policy, store
 
     def setup(self):
-        self.group = ExtractorGroup(self.members)
+        self.group = ExtractorGroup(self.members, self.store)
         limit_threads(self.group.resources)
         self.group.setup()
 
     def process(self, batch):
-        results = process_with_retries(self.group, [pickle.loads(b) for b in batch], self.policy)
+        results = process_with_retries(self.group, [json.loads(record["unit"]) for record in batch], self.policy)
         for index, (fs, _, _) in enumerate(self.members):
             rows_tag, failures_tag = _tags(index)
             for row in results[fs].rows:
@@ -52,15 +53,17 @@ def pipeline_options(options: dict) -> PipelineOptions:
     return PipelineOptions(args)
 
 
-def run(members: list[Member], units: list[dict], sink: Callable[[dict[str, Result]], None], options: dict) -> None:
+def run(members: list[Member], units: Spool, sink: Callable[[dict[str, Result]], None], options: dict) -> None:
     targets = sink.beam_targets()       # feature set -> where its rows and ledger rows go
     batch_size = ExtractorGroup(members).resources.batch_size
     tags = [tag for index in range(len(members)) for tag in _tags(index)]
     with beam.Pipeline(options=pipeline_options(options)) as p:
         out = (p
-               | "Units" >> beam.Create([pickle.dumps(u) for u in units], reshuffle=True)
+               | "Units" >> beam.io.ReadFromParquet(units.pattern(), columns=["unit"])
+               | "Spread" >> beam.Reshuffle()
                | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
-               | "Extract" >> beam.ParDo(ExtractDoFn(members, RetryPolicy.of(options))).with_outputs(*tags))
+               | "Extract" >> beam.ParDo(ExtractDoFn(members, RetryPolicy.of(options), units.store_uri))
+               .with_outputs(*tags))
         for index, (fs, _, _) in enumerate(members):
             rows_tag, failures_tag = _tags(index)
             _ = out[rows_tag] | f"WriteRows{index}" >> beam.io.WriteToParquet(

@@ -47,8 +47,22 @@ class Files:
     def read_table(self, path, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(self._name(path), columns=columns, filesystem=self.fs)
 
+    def parquet_file(self, path) -> pq.ParquetFile:
+        """An open Parquet file, for reading it a batch at a time."""
+        return pq.ParquetFile(self.fs.open_input_file(self._name(path)))
+
+    def location(self, path) -> str:
+        """`path` (under the root) as a local path or a URI with the root's options."""
+        if self.local:
+            return self._name(path)
+        from pipelines.manifest import media_location
+        return media_location(self.uri, str(PurePosixPath(path).relative_to(self.root)))
+
+    def metadata(self, path) -> pq.FileMetaData:
+        return pq.read_metadata(self._name(path), filesystem=self.fs)
+
     def num_rows(self, path) -> int:
-        return pq.read_metadata(self._name(path), filesystem=self.fs).num_rows
+        return self.metadata(path).num_rows
 
     def write_table(self, table: pa.Table, path) -> None:
         if self.local:
