@@ -4,9 +4,11 @@
 
 For each corpus size, in a fresh process: a manifest of N synthetic clips is written directly, then one local-engine
 extraction of a synthetic feature set (88 float32 scalars like eGeMAPS + a 400-frame float32 series per clip, made
-from the clip id, no decoding) into a fresh store, `engine.chunk_size` rows per file. Reported: the driver's peak RSS
-(planning, units, sink: everything but the extractors' own work; with the peak after imports, for reference),
-rows/s of the whole run (planning + writing), the number of files before and after compaction (target 128 MiB),
+from the clip id, no decoding) into a fresh store, `engine.chunk_size` rows per file, then a second run of a
+downstream set that reads each clip's upstream row (with its series) from the store, as `fer_embedding` reads
+`faces`. Reported: the driver's peak RSS over both runs (planning, units, upstream rows, sink: the local engine's
+worker is the driver process; with the peak after imports, for reference), rows/s of the first run (planning +
+writing) and of the downstream run, the number of files before and after compaction (target 128 MiB),
 and `FeatureStore.load` of one scalar column vs the whole table (seconds and bytes read through read syscalls,
 /proc/self/io).
 """
@@ -47,13 +49,29 @@ class Synthetic(BaseExtractor):
         return {**{f"f{i}": float(values[i]) for i in range(88)}, "series": values[88:].tolist()}
 
 
+class SyntheticDownstream(BaseExtractor):
+    """A downstream set: one statistic of its upstream row's series (the worker reads that row from the store)."""
+    kind = "synthetic_downstream"
+    requires = ("syn",)
+
+    def schema(self) -> pa.Schema:
+        return pa.schema([("series_mean", pa.float32())])
+
+    def extract(self, item: dict) -> dict:
+        return {"series_mean": float(np.mean(item["inputs"]["syn"]["series"]))}
+
+
 def _manifest(folder: Path, n: int) -> None:
-    rows = [{"clip_id": f"syn/{i:07d}", "corpus": "syn", "path": f"{i:07d}.wav", "speaker": f"syn/s{i % 50}",
-             "emotion": "neutral", "has_audio": True, "has_video": False, "duration": 2.0,
-             "content_hash": hashlib.sha256(str(i).encode()).hexdigest()} for i in range(n)]
+    """N synthetic clips, written 1 000 at a time (the benchmark's own set-up must not raise the driver's peak)."""
     folder.mkdir(parents=True)
-    pq.write_table(to_table(rows, MANIFEST_SCHEMA).replace_schema_metadata({b"aver.root": str(folder).encode()}),
-                   folder / "syn.parquet")
+    schema = MANIFEST_SCHEMA.with_metadata({b"aver.root": str(folder).encode()})
+    with pq.ParquetWriter(folder / "syn.parquet", schema) as writer:
+        for start in range(0, n, 1000):
+            rows = [{"clip_id": f"syn/{i:07d}", "corpus": "syn", "path": f"{i:07d}.wav", "speaker": f"syn/s{i % 50}",
+                     "emotion": "neutral", "has_audio": True, "has_video": False, "duration": 2.0,
+                     "content_hash": hashlib.sha256(str(i).encode()).hexdigest()}
+                    for i in range(start, min(n, start + 1000))]
+            writer.write_table(to_table(rows, schema))
 
 
 def _bytes_read() -> int:
@@ -66,20 +84,27 @@ def one_size(n: int, chunk: int) -> dict:
     from pipelines.store.compaction import compact
     import torch  # noqa: F401  (the local engine's thread pinning imports it: part of the baseline, not of the run)
     LOCAL_KINDS["synthetic"] = "scale:Synthetic"
+    LOCAL_KINDS["synthetic_downstream"] = "scale:SyntheticDownstream"
     baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tmp = Path(tempfile.mkdtemp(prefix="aver-scale-"))
     _manifest(tmp / "manifests", n)
     params = {"paths": {"manifests": str(tmp / "manifests"), "store": str(tmp / "store")},
               "engine": {"name": "local", "chunk_size": chunk},
-              "features": {"syn": {"extractor": "synthetic", "params": {}}}}
+              "features": {"syn": {"extractor": "synthetic", "params": {}},
+                           "down": {"extractor": "synthetic_downstream", "params": {}}}}
     t0 = time.perf_counter()
     summary = run_extraction(params, "syn", "syn", progress=False)
     seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    down = run_extraction(params, "down", "syn", progress=False)
+    down_seconds = time.perf_counter() - t0
+    assert (summary.extracted, down.extracted) == (n, n), (summary, down)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     store = FeatureStore(tmp / "store", tmp / "manifests")
     files_before = len(store.shards("syn", "syn"))
     report = compact(store, "syn", "syn")
     out = {"clips": n, "rows": summary.extracted, "seconds": round(seconds, 1), "rows_per_s": round(n / seconds),
+           "downstream_rows_per_s": round(n / down_seconds),
            "driver_peak_rss_mb": round(rss_mb), "rss_after_imports_mb": round(baseline_mb),
            "files_before": files_before, "files_after": report.files_after}
     for label, columns in (("one_column", {"syn": ["f0"]}), ("whole_table", None)):

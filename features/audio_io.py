@@ -25,6 +25,7 @@ import soxr
 
 from features.augment_audio import apply_variant
 from pipelines.extractor import ClipError
+from pipelines.media import local as local_copy
 from pipelines.probe import ffmpeg_problem
 
 MIN_DURATION_S = 0.025      # one 25 ms analysis frame: anything shorter yields no features
@@ -105,7 +106,7 @@ def _read(container, stream, seek_to: float | None, t_end: float):
 
 def decode_native(path: str | Path, start: float | None = None, end: float | None = None) -> Decoded:
     """Decode the first audio stream at its own rate, trimmed to [start, end) seconds."""
-    path = Path(path)
+    path = local_copy(path)    # an object store URI: its copy in a bounded local cache
     with _open(path) as container:
         if not container.streams.audio:
             raise ClipError("no_audio_stream", f"{path.name} has no audio stream")

@@ -16,6 +16,7 @@ import numpy as np
 
 from features.augment_video import frame_augmenter
 from pipelines.extractor import ClipError
+from pipelines.media import local as local_copy
 from pipelines.probe import ffmpeg_problem
 
 Sample = tuple[float, np.ndarray]
@@ -77,7 +78,7 @@ def _bound(value) -> float | None:
 
 
 def _open(path: str | Path) -> av.container.InputContainer:
-    path = Path(path)
+    path = local_copy(path)    # an object store URI: its copy in a bounded local cache
     try:
         if path.stat().st_size == 0:
             raise ClipError("empty_file", f"{path.name} is 0 bytes")

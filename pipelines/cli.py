@@ -246,13 +246,15 @@ def corpus_add(name: str, root: Path = typer.Option(..., help="corpus root folde
 @corpus_app.command("list")
 def corpus_list(params_file: Path = ParamsOpt) -> None:
     """Corpora declared in params.yaml and their ingest state."""
-    import pyarrow.parquet as pq
+    from pipelines.manifest import manifest_file
     params = load_params(params_file)
     mdir = paths(params)["manifests"]
     rows = []
     for name, cfg in params.get("corpora", {}).items():
-        m = mdir / f"{name}.parquet"
-        clips = pq.read_metadata(m).num_rows if m.exists() else "-"
+        try:
+            clips = manifest_file(mdir, name).metadata.num_rows
+        except FileNotFoundError:
+            clips = "-"
         rows.append([name, cfg.get("adapter"), cfg.get("root"), clips])
     _table("corpora", ["corpus", "adapter", "root", "clips"], rows)
 

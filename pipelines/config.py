@@ -25,7 +25,7 @@ def _location(value: str):
 
 def paths(params: dict) -> dict[str, Path]:
     p = params.get("paths", {})
-    return {"manifests": Path(p.get("manifests", "data/manifests")),
+    return {"manifests": _location(p.get("manifests", "data/manifests")),
             "store": _location(p.get("store", "data/store")),
             "runs": Path(p.get("runs", "runs"))}
 

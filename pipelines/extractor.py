@@ -49,7 +49,7 @@ class Result:
     rows: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)     # permanent: the clip's own fault
     errors: list[dict] = field(default_factory=list)       # retryable: reason starts with RETRYABLE
-    written: int = 0        # rows the worker stored itself (Ray, Beam): they do not travel back in `rows`
+    written: int = 0        # items the worker stored itself (Ray, Beam: rows and ledger rows): not sent back
     staged: list = field(default_factory=list)      # the files it wrote them to, for the driver to commit
 
 

@@ -3,7 +3,9 @@
 An engine builds one `ExtractorGroup` per worker from `members` — (feature_set, extractor kind, params), upstream
 sets first — and feeds it *units*: one (clip, variant) work item (see pipelines/extractor.py) plus
   - `feature_sets`: the members this unit still needs, upstream first,
-  - `inputs`: {upstream feature set: row} for upstream rows read from the store.
+  - `stored_inputs`: {upstream feature set: variant} for upstream rows the worker reads by key from the store
+    (`with_stored_inputs`, before processing: the driver never carries them),
+  - `inputs`: {upstream feature set: row}, the rows at hand.
 A unit's feature sets run one after another in the same process, so they share the decoded media
 (features.audio_io keeps the last clips decoded) and a downstream set (`fer_embedding` after `faces`) gets the row
 its upstream just produced without a round trip through the store. A single feature set is a group of one.
@@ -19,7 +21,10 @@ Member = tuple[str, str, dict]      # (feature set, extractor kind, extractor pa
 
 
 class ExtractorGroup:
-    def __init__(self, members: list[Member]):
+    def __init__(self, members: list[Member], store: str | None = None):
+        """`store`: the store's root (folder or URI) the units' `stored_inputs` are read from."""
+        self.store = store
+        self._upstream = None
         self.extractors: dict[str, Extractor] = {fs: build(kind, params) for fs, kind, params in members}
         res = [e.resources for e in self.extractors.values()]
         # The worker must fit its most demanding member; batches stay as small as the smallest member asks.
@@ -29,6 +34,25 @@ class ExtractorGroup:
     def setup(self) -> None:
         for extractor in self.extractors.values():
             extractor.setup()
+
+    def with_stored_inputs(self, units: list[dict]) -> list[dict]:
+        """The units with their `stored_inputs` read from the store into `inputs` (one filtered read per upstream
+        set and batch). A row not found leaves the input lacking: `process` records `missing_input`."""
+        wanted: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        for u in units:
+            for up, variant in (u.get("stored_inputs") or {}).items():
+                if up not in (u.get("inputs") or {}):
+                    wanted.setdefault((up, u["corpus"]), set()).add((u["clip_id"], variant))
+        if not wanted:
+            return units
+        if self._upstream is None:
+            from pipelines.store import FeatureStore
+            from pipelines.store.reader import RowsByKey
+            self._upstream = RowsByKey(FeatureStore(self.store, ""))
+        found = {where: self._upstream.get(*where, keys) for where, keys in wanted.items()}
+        return [{**u, "inputs": {**{up: row for up, variant in (u.get("stored_inputs") or {}).items()
+                                    if (row := found.get((up, u["corpus"]), {}).get((u["clip_id"], variant)))},
+                                 **(u.get("inputs") or {})}} for u in units]
 
     def process(self, units: list[dict]) -> dict[str, Result]:
         out = {fs: Result() for fs in self.extractors}

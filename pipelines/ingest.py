@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +21,13 @@ import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from pipelines.corpora import scan_corpus
-from pipelines.corpora._common import choices
+from pipelines import media
+from pipelines.corpora._common import MEDIA_SUFFIXES, choices
 from pipelines.errors import BadParams
+from pipelines.extractor import ClipError
 from pipelines.manifest import (LEDGER_SCHEMA, MANIFEST_SCHEMA, Clip, ledger_path, ledger_row, manifest_path,
-                                to_table, write_atomic)
+                                media_location, to_table, write_manifest)
+from pipelines.store.files import is_uri
 from pipelines.probe import ProbeError, probe_file, restrict
 
 
@@ -32,12 +37,12 @@ PROBE_CACHE = ".probe-cache"     # under the manifest folder: <corpus>.json
 @dataclass
 class IngestSummary:
     corpus: str
-    root: Path
+    root: Path | str
     clips: int
     speakers: int
     failed: int
-    manifest: Path
-    ledger: Path
+    manifest: str
+    ledger: str
     reasons: dict[str, int] = field(default_factory=dict)     # ledger reason -> rows
     emotions: dict[str, int] = field(default_factory=dict)    # emotion_orig -> clips
 
@@ -62,15 +67,17 @@ def ingest(corpus_name: str, cfg: dict, manifest_dir: Path, progress: bool = Tru
     adapter = options.pop("adapter", corpus_name)
     if "root" not in options:
         raise BadParams(f"corpus {corpus_name!r}: the params entry needs a root")
-    root = Path(os.path.abspath(Path(str(options.pop("root"))).expanduser()))
+    given = str(options.pop("root"))
+    root = given if is_uri(given) else Path(os.path.abspath(Path(given).expanduser()))
     require = choices("require", options.pop("require", None) or (), ("audio", "video"))
 
     clips, ledger = [], []
-    for item in scan_corpus(corpus_name, adapter, root, **options):
-        (clips if isinstance(item, Clip) else ledger).append(item)
+    with _tree(root) as (tree, stats):
+        for item in scan_corpus(corpus_name, adapter, tree, **options):
+            (clips if isinstance(item, Clip) else ledger).append(item)
     clips, duplicates = _dedupe(corpus_name, clips)
     ledger += duplicates
-    cache = ProbeCache(Path(manifest_dir) / PROBE_CACHE / f"{corpus_name}.json", root)
+    cache = ProbeCache(_cache_file(manifest_dir, corpus_name), root, stats)
     facts = _probe_all(root, sorted({c.path for c in clips}), workers or cpu_count(), progress, corpus_name, cache)
 
     rows = []
@@ -84,9 +91,10 @@ def ingest(corpus_name: str, cfg: dict, manifest_dir: Path, progress: bool = Tru
     ledger.sort(key=lambda r: (r["path"] or "", r["clip_id"] or ""))
 
     meta = {b"aver.root": str(root).encode(), b"aver.corpus": corpus_name.encode()}
-    m_path, l_path = manifest_path(manifest_dir, corpus_name), ledger_path(manifest_dir, corpus_name)
-    write_atomic(_with_meta(to_table(rows, MANIFEST_SCHEMA), meta), m_path)
-    write_atomic(_with_meta(to_table(ledger, LEDGER_SCHEMA), meta), l_path)
+    m_path = write_manifest(_with_meta(to_table(rows, MANIFEST_SCHEMA), meta), manifest_dir,
+                            manifest_path("", corpus_name).name)
+    l_path = write_manifest(_with_meta(to_table(ledger, LEDGER_SCHEMA), meta), manifest_dir,
+                            ledger_path("", corpus_name).name)
     return IngestSummary(corpus_name, root, len(rows), len({r["speaker"] for r in rows}), len(ledger), m_path, l_path,
                          dict(Counter(r["reason"] for r in ledger)), dict(Counter(r["emotion_orig"] for r in rows)))
 
@@ -105,28 +113,61 @@ def _dedupe(corpus: str, clips: list[Clip]) -> tuple[list[Clip], list[dict]]:
     return list(kept.values()), ledger
 
 
-def _probe_safely(path: Path) -> dict | ProbeError:
+@contextmanager
+def _tree(root: Path | str):
+    """The corpus tree the adapter scans, and the files' (size, mtime) when they are objects. A folder is itself;
+    for an object store root the adapter sees the bucket's listing as a temporary local tree (media as empty
+    placeholders: only their names matter to a recipe; label files downloaded), so every recipe works unchanged,
+    while ingest probes and hashes the objects themselves."""
+    if not is_uri(root):
+        yield root, None
+        return
+    stats = {}
+    with tempfile.TemporaryDirectory(prefix="aver-listing-") as tmp:
+        for info in media.listing(root):
+            rel = media.relative(info, root)
+            stats[rel] = [info.size, info.mtime_ns]
+            copy = Path(tmp) / rel
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            if copy.suffix.lower() in MEDIA_SUFFIXES:
+                copy.touch()
+            else:
+                copy.write_bytes(media.read_bytes(media_location(root, rel)))
+        yield Path(tmp), stats
+
+
+def _cache_file(manifest_dir, corpus: str) -> Path | None:
+    """Where the probe cache lives: beside local manifests (none for manifests on an object store)."""
+    return None if is_uri(manifest_dir) else Path(manifest_dir) / PROBE_CACHE / f"{corpus}.json"
+
+
+def _probe_safely(location: Path | str) -> dict | ProbeError:
     try:
-        return probe_file(path)
+        return probe_file(media.local(location))
     except ProbeError as e:
         return e
+    except ClipError as e:      # an object that vanished since the listing
+        return ProbeError(e.reason, e.detail)
     except Exception as e:  # noqa: BLE001 - an unforeseen failure on one file must not stop the corpus
         return ProbeError(f"error:{type(e).__name__}", f"{e}\n{traceback.format_exc(limit=3)}")
 
 
 class ProbeCache:
     """Probe facts of the last ingest, keyed by relative path and valid while the file's size and mtime are the
-    same: re-ingesting a grown corpus probes (and hashes) only new or modified files."""
+    same: re-ingesting a grown corpus probes (and hashes) only new or modified files. `stats`: objects' (size,
+    mtime) from the listing, for a root on an object store; `path` None: nothing is kept."""
 
-    def __init__(self, path: Path, root: Path):
-        self.path, self.root = path, root
+    def __init__(self, path: Path | None, root: Path | str, stats: dict[str, list[int]] | None = None):
+        self.path, self.root, self.stats = path, root, stats
         try:
             saved = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             saved = {}
         self.entries = saved.get("files", {}) if saved.get("root") == str(root) else {}
 
     def _stat(self, rel: str) -> list[int] | None:
+        if self.stats is not None:
+            return self.stats.get(rel)
         try:
             st = (self.root / rel).stat()
         except OSError:
@@ -138,6 +179,8 @@ class ProbeCache:
         return entry["facts"] if entry and entry["stat"] == self._stat(rel) else None
 
     def save(self, facts: dict[str, dict | ProbeError]) -> None:
+        if self.path is None:
+            return
         entries = {rel: {"stat": self._stat(rel), "facts": f} for rel, f in facts.items() if isinstance(f, dict)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".tmp-{os.getpid()}")
@@ -145,7 +188,8 @@ class ProbeCache:
         os.replace(tmp, self.path)
 
 
-def _probe_all(root: Path, paths: list[str], workers: int, progress: bool, corpus: str, cache: ProbeCache) -> dict:
+def _probe_all(root: Path | str, paths: list[str], workers: int, progress: bool, corpus: str,
+               cache: ProbeCache) -> dict:
     """path -> probe facts or ProbeError; each file probed once (IEMOCAP segments share a recording), files
     unchanged since the last ingest not at all. Failures are always probed again.
 
@@ -155,7 +199,7 @@ def _probe_all(root: Path, paths: list[str], workers: int, progress: bool, corpu
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not progress, transient=True) as bar, ThreadPoolExecutor(workers) as pool:
         task = bar.add_task(f"probing {corpus}", total=len(todo))
-        futures = {pool.submit(_probe_safely, root / p): p for p in todo}
+        futures = {pool.submit(_probe_safely, media_location(root, p)): p for p in todo}
         for future in as_completed(futures):
             out[futures[future]] = future.result()
             bar.advance(task)

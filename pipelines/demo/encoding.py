@@ -12,6 +12,19 @@ def video_codec() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
+def add_video_stream(out: av.container.OutputContainer, fps: int) -> av.VideoStream:
+    """A video stream whose bitstream depends only on the frames and the PyAV build, not on the CPU or threads."""
+    # single-threaded encoders are bit-exact across runs; one clip per process already fills the cores.
+    # x264's assembly kernels are not bit-exact with each other (AVX-512, AVX2, SSE, NEON pick different
+    # motion-search decisions), so its portable C code runs instead: same bitstream on every CPU.
+    if video_codec() == "libx264":
+        return out.add_stream("libx264", rate=Fraction(fps), options={
+            "crf": "23", "preset": "veryfast", "threads": "1", "x264-params": "no-asm=1"})
+    video = out.add_stream("mpeg4", rate=Fraction(fps), options={"threads": "1", "flags": "+bitexact"})
+    video.bit_rate = 500_000
+    return video
+
+
 def encode(path: Path, frames, audio: np.ndarray, fps: int, size: int, sr: int) -> None:
     """H.264 (libx264, or MPEG-4 part 2 where x264 is missing) + 16-bit PCM mono in MP4, written via a temp file.
 
@@ -21,15 +34,7 @@ def encode(path: Path, frames, audio: np.ndarray, fps: int, size: int, sr: int) 
     tmp = path.with_name(f".{path.name}.partial")
     # bitexact: the muxer writes no "LavfNN.NN.NNN" encoder tag, which would change with every FFmpeg release
     with av.open(str(tmp), "w", format="mp4", container_options={"fflags": "+bitexact"}) as out:
-        # single-threaded encoders are bit-exact across runs; one clip per process already fills the cores.
-        # x264's assembly kernels are not bit-exact with each other (AVX-512, AVX2, SSE, NEON pick different
-        # motion-search decisions), so its portable C code runs instead: same bitstream on every CPU.
-        if video_codec() == "libx264":
-            video = out.add_stream("libx264", rate=Fraction(fps), options={
-                "crf": "23", "preset": "veryfast", "threads": "1", "x264-params": "no-asm=1"})
-        else:
-            video = out.add_stream("mpeg4", rate=Fraction(fps), options={"threads": "1", "flags": "+bitexact"})
-            video.bit_rate = 500_000
+        video = add_video_stream(out, fps)
         video.width = video.height = size
         video.pix_fmt = "yuv420p"
         # 16-bit PCM, not AAC: FFmpeg's AAC encoder (MDCT, quantiser search) takes a different float path with and

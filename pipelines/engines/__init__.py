@@ -1,8 +1,9 @@
 """Engines run an extractor group (pipelines/group.py) over work units and hand each batch's results to a sink.
 
-All engines share one contract: `run(members, units, sink, options)`; `sink({feature_set: Result})` is called in
-the driver for every processed batch (local: with the rows; Ray: with the rows already written by the actor, `staged`
-naming the files and `written` counting them; Beam: the same, once the pipeline has finished), and the sink commits.
+All engines share one contract: `run(members, units, sink, options)`, `units` a `planning.Spool` (the pass's units
+in Parquet files beside the store, read in batches: the driver never holds them all); `sink({feature_set: Result})`
+is called in the driver for every processed batch: local, with the rows; Ray, with the names of the files the actor
+wrote (`staged`) and `written` counting their rows; Beam, the same once the pipeline has finished. The sink commits.
 """
 from __future__ import annotations
 
@@ -18,8 +19,3 @@ def get_engine(name: str):
     if name not in ENGINES:
         raise UnknownName(f"unknown engine {name!r}; choose from {sorted(ENGINES)}")
     return importlib.import_module(ENGINES[name])
-
-
-def batches(items: list, size: int):
-    for i in range(0, len(items), max(1, size)):
-        yield items[i:i + size]

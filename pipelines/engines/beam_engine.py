@@ -1,5 +1,5 @@
-"""Apache Beam engine: `DoFn.setup` builds the extractor group once per worker; each worker writes its batches'
-feature rows and ledger rows to the store itself (one file per feature set, kind and batch, through pyarrow.fs: a
+"""Apache Beam engine: the pass's units are read from its spool (`ReadFromParquet`); `DoFn.setup` builds the
+extractor group once per worker; each worker writes its batches' feature rows and ledger rows to the store itself (one file per feature set, kind and batch, through pyarrow.fs: a
 local folder or an object store URI) and leaves a small record of them under `<set>/<corpus>/_pending/<run>/`;
 when the pipeline has finished, the driver reads those records and commits the files (pipelines/store/commits.py).
 A bundle the runner retried may have left a record too: the commit keeps each key once. A killed Beam run commits
@@ -15,7 +15,6 @@ standard environment).
 from __future__ import annotations
 
 import json
-import pickle
 import uuid
 from dataclasses import asdict
 from typing import Callable
@@ -28,24 +27,26 @@ from pipelines.engines.retry import RetryPolicy, process_with_retries
 from pipelines.extractor import Result, limit_threads
 from pipelines.group import ExtractorGroup, Member
 from pipelines.manifest import LEDGER_SCHEMA, to_table
+from pipelines.planning import Spool
 from pipelines.store.commits import Staged
+from pipelines.store.files import Files
 
 PENDING = "_pending"
 
 
 class ExtractDoFn(beam.DoFn):
-    def __init__(self, members: list[Member], policy: RetryPolicy, targets: dict[str, dict], run: str):
-        self.members, self.policy, self.targets, self.run = members, policy, targets, run
+    def __init__(self, members: list[Member], policy: RetryPolicy, targets: dict[str, dict], run: str, store: str):
+        self.members, self.policy, self.targets, self.run, self.store = members, policy, targets, run, store
 
     def setup(self):
         from pipelines.store import FeatureStore
-        self.group = ExtractorGroup(self.members)
+        self.group = ExtractorGroup(self.members, self.store)
         self.stores = {fs: FeatureStore(t["root"], "") for fs, t in self.targets.items()}
         limit_threads(self.group.resources)
         self.group.setup()
 
     def process(self, batch):
-        results = process_with_retries(self.group, [pickle.loads(b) for b in batch], self.policy)
+        results = process_with_retries(self.group, [json.loads(record["unit"]) for record in batch], self.policy)
         for fs, result in results.items():
             target, store = self.targets[fs], self.stores[fs]
             rows = pa.Table.from_pylist(result.rows, schema=target["schema"])
@@ -59,11 +60,14 @@ class ExtractDoFn(beam.DoFn):
         yield len(batch)
 
 
-def pipeline_options(options: dict) -> PipelineOptions:
+def pipeline_options(options: dict, store_uri: str = "") -> PipelineOptions:
     runner = options.get("runner", "DirectRunner")
     args = [f"--runner={runner}", *options.get("pipeline_args", [])]
     if runner == "DirectRunner" and not any(a.startswith("--direct_running_mode") for a in args):
         args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={options.get('workers', 2)}"]
+    endpoint = Files(store_uri).s3_endpoint() if store_uri.startswith("s3://") else None
+    if endpoint and not any(a.startswith("--s3_endpoint_url") for a in args):
+        args.append(f"--s3_endpoint_url={endpoint}")    # Beam reads the spool on S3 with its own client (boto3)
     return PipelineOptions(args)
 
 
@@ -75,22 +79,25 @@ def _collect(sink, targets: dict[str, dict], run: str) -> None:
         folder = store.dir(fs, target["corpus"]) / PENDING / run
         for info in store.files.entries(folder):
             record = json.loads(store.files.read_bytes(folder / info.base_name))
-            staged = [Staged(**{**s, "keys": [tuple(k) for k in s["keys"]]}) for s in record["staged"]]
+            staged = [Staged.of(s) for s in record["staged"]]
             sink({fs: Result(written=record["written"], staged=staged)})
         sink.flush()
         if store.files.entries(folder):
             store.files.delete_folder(folder)
 
 
-def run(members: list[Member], units: list[dict], sink: Callable[[dict[str, Result]], None], options: dict) -> None:
+def run(members: list[Member], units: Spool, sink: Callable[[dict[str, Result]], None], options: dict) -> None:
     targets = sink.worker_targets()       # feature set -> where its rows go
     batch_size = ExtractorGroup(members).resources.batch_size
     run_id = uuid.uuid4().hex[:12]
     try:
-        with beam.Pipeline(options=pipeline_options(options)) as p:
+        with beam.Pipeline(options=pipeline_options(options, units.store_uri)) as p:
             _ = (p
-                 | "Units" >> beam.Create([pickle.dumps(u) for u in units], reshuffle=True)
+                 # Beam's filesystems take the endpoint from --s3_endpoint_url, not from pyarrow's URI options
+                 | "Units" >> beam.io.ReadFromParquet(units.pattern().split("?")[0], columns=["unit"])
+                 | "Spread" >> beam.Reshuffle()
                  | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
-                 | "Extract" >> beam.ParDo(ExtractDoFn(members, RetryPolicy.of(options), targets, run_id)))
+                 | "Extract" >> beam.ParDo(ExtractDoFn(members, RetryPolicy.of(options), targets, run_id,
+                                                      units.store_uri)))
     finally:        # what finished is committed even if the pipeline failed later
         _collect(sink, targets, run_id)

@@ -4,50 +4,69 @@ feature set of the run (actors start once, whatever the number of feature sets).
 Local by default (`ray.init()` on this machine); `options["address"]` or `RAY_ADDRESS` joins a cluster
 (`ray start --head` on one node, `ray start --address=HEAD:6379` on the others, aver installed on every node).
 Actor resources (`num_cpus`, `num_gpus`) are the largest any member extractor's `resources` params ask for.
-Work items travel pickled; each actor writes its batches' feature rows to the store itself (which must be on storage
-every node reaches: a shared mount at the same path, or an object store URI) and sends the driver only ledger rows,
-counts and the file names, which the driver commits (pipelines/store/commits.py): a file written by an actor that
-died before its result came back is never committed, so a resubmitted batch is stored once. Rows are bit-identical
-to the other engines'; the files are smaller (one per batch): `--compact-mb` merges them.
+Units are read by the workers from the pass's spool (`ray.data.read_parquet` of Parquet files of JSON units beside
+the store); each actor reads its units' upstream rows by key from the store, writes its batches' feature rows and
+ledger rows to the store itself (which must be on storage every node reaches: an object store URI, or a shared
+mount at the same path) and sends the driver only the names and keys of those files and counts; the driver commits
+them (pipelines/store/commits.py): a file written by an actor that died before its result came back is never
+committed, so a resubmitted batch is stored once. Rows are bit-identical to
+the other engines'; the files are smaller (one per batch): `--compact-mb` merges them.
 Failures: an extractor's unexpected exceptions are retried inside the actor (pipelines/engines/retry.py); an actor
 that dies (OOM kill, lost node) is restarted and its task resubmitted at most `retry.attempts - 1` times; a batch
 that still fails is skipped (`max_errored_blocks`) and the planner records its items as retryable.
 """
 from __future__ import annotations
 
+import functools
+import json
 import os
-import pickle
+from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines.engines.retry import RetryPolicy, process_with_retries
 from pipelines.extractor import Result, limit_threads
 from pipelines.group import ExtractorGroup, Member
+from pipelines.manifest import LEDGER_SCHEMA, to_table
+from pipelines.planning import Spool
+from pipelines.store.commits import Staged
 
 
 class RayExtractor:
-    """One per actor: builds and sets the extractor group up once, then processes batches of units and writes each
-    batch's feature rows itself (one file per feature set and batch, committed by the driver); only ledger rows,
-    counts and file names go back to the driver, so feature rows (crops, embeddings) never funnel through it."""
+    """One per actor: builds and sets the extractor group up once, then processes batches of units and stores each
+    batch's feature rows and ledger rows itself (one file per feature set, kind and batch, committed by the driver);
+    only the files' names, keys and counts go back to the driver, so feature rows (crops, embeddings) never funnel
+    through it."""
 
-    def __init__(self, members: list[Member], policy: RetryPolicy, targets: dict[str, dict]):
+    def __init__(self, members: list[Member], policy: RetryPolicy, targets: dict[str, dict], store: str):
         from pipelines.store import FeatureStore
-        self.group, self.policy, self.targets = ExtractorGroup(members), policy, targets
+        self.group, self.policy, self.targets = ExtractorGroup(members, store), policy, targets
         self.stores = {fs: FeatureStore(t["root"], "") for fs, t in targets.items()}
         limit_threads(self.group.resources)
         self.group.setup()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = process_with_retries(self.group, [pickle.loads(b) for b in batch["unit"]], self.policy)
+        results = process_with_retries(self.group, [json.loads(u) for u in batch["unit"]], self.policy)
+        commits = {}
         for fs, result in results.items():
-            target = self.targets[fs]
-            table = pa.Table.from_pylist(result.rows, schema=target["schema"])
-            staged = self.stores[fs].stage("part", fs, target["corpus"], table, target["meta"])
-            result.staged = [staged] if staged is not None else []
-            result.written, result.rows = len(result.rows), []
-        return {"result": np.array([pickle.dumps(results)], dtype=object)}
+            target, store = self.targets[fs], self.stores[fs]
+            failed = result.failures + result.errors
+            staged = [store.stage("ledger", fs, target["corpus"], to_table(failed, LEDGER_SCHEMA), target["meta"]),
+                      store.stage("part", fs, target["corpus"],
+                                  pa.Table.from_pylist(result.rows, schema=target["schema"]), target["meta"])]
+            commits[fs] = {"staged": [asdict(s) for s in staged if s is not None],
+                           "written": len(result.rows) + len(failed)}
+        return {"commit": np.array([json.dumps(commits)], dtype=object)}
+
+
+def _read_spool(store: str, item: dict) -> list[dict]:
+    """The units of one spool file (JSON, as the driver wrote them)."""
+    from pipelines.store.files import Files
+    table = pq.read_table(item["file"], columns=["unit"], filesystem=Files(store).fs)
+    return [{"unit": unit} for unit in table.column("unit").to_pylist()]
 
 
 def _init(options: dict) -> None:
@@ -60,7 +79,7 @@ def _init(options: dict) -> None:
              configure_logging=False)
 
 
-def run(members: list[Member], units: list[dict], sink: Callable[[dict[str, Result]], None], options: dict) -> None:
+def run(members: list[Member], units: Spool, sink: Callable[[dict[str, Result]], None], options: dict) -> None:
     import ray
     _init(options)
     context = ray.data.DataContext.get_current()
@@ -68,14 +87,18 @@ def run(members: list[Member], units: list[dict], sink: Callable[[dict[str, Resu
     context.max_errored_blocks = -1         # a batch lost for good must not stop the others: retried next run
     resources = ExtractorGroup(members).resources
     policy = RetryPolicy.of(options)
-    ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units],
-                             override_num_blocks=max(1, min(len(units), 4 * options.get("workers", 2))))
+    # One item per spool file, read in a task that asks for no CPU, so it never waits behind the extractor actors
+    # (read_parquet lists and reads in tasks of one CPU each: on a cluster the actors hold, they would starve).
+    ds = ray.data.from_items([{"file": name} for name in units.names()])
+    ds = ds.flat_map(functools.partial(_read_spool, units.store_uri), num_cpus=0)
     ds = ds.map_batches(RayExtractor,
-                        fn_constructor_kwargs={"members": members, "policy": policy, "targets": sink.worker_targets()},
+                        fn_constructor_kwargs={"members": members, "policy": policy, "targets": sink.worker_targets(),
+                                               "store": units.store_uri},
                         batch_size=resources.batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=options.get("workers", 2)),
                         num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
                         max_restarts=-1, max_task_retries=policy.attempts - 1)
     for batch in ds.iter_batches(batch_size=1, batch_format="numpy"):
-        for blob in batch["result"]:
-            sink(pickle.loads(blob))
+        for commit in batch["commit"]:
+            sink({fs: Result(written=c["written"], staged=[Staged.of(s) for s in c["staged"]])
+                  for fs, c in json.loads(commit).items()})

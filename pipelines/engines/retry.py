@@ -35,8 +35,9 @@ def _key(row: dict) -> tuple[str, str]:
 
 def _run(group: ExtractorGroup, units: list[dict]) -> dict[str, Result]:
     try:
-        return group.process(units)
-    except Exception as e:  # noqa: BLE001 - a batched extractor's process() raised: the whole batch is retried
+        return group.process(group.with_stored_inputs(units))
+    except Exception as e:  # noqa: BLE001 - reading upstream rows or a batched extractor's process() raised:
+        # the whole batch is retried
         return {fs: Result(errors=[error_row(u, ex.kind, e) for u in units if fs in u["feature_sets"]])
                 for fs, ex in group.extractors.items()}
 

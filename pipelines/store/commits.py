@@ -49,6 +49,11 @@ class Staged:
     bytes: int
     keys: list[tuple[str, str]] | None = None
 
+    @classmethod
+    def of(cls, record: dict) -> "Staged":
+        """From its JSON form (`dataclasses.asdict`, keys as lists)."""
+        return cls(**{**record, "keys": [tuple(k) for k in record["keys"]]})
+
     def entry(self) -> dict:
         return {"name": self.name, "rows": self.rows, "bytes": self.bytes}
 

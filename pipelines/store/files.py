@@ -55,8 +55,22 @@ class Files:
     def read_table(self, path, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(self._name(path), columns=columns, filesystem=self.fs)
 
+    def parquet_file(self, path) -> pq.ParquetFile:
+        """An open Parquet file, for reading it a batch at a time."""
+        return pq.ParquetFile(self.fs.open_input_file(self._name(path)))
+
+    def location(self, path) -> str:
+        """`path` (under the root) as a local path or a URI with the root's options."""
+        if self.local:
+            return self._name(path)
+        from pipelines.manifest import media_location
+        return media_location(self.uri, str(PurePosixPath(path).relative_to(self.root)))
+
+    def metadata(self, path) -> pq.FileMetaData:
+        return pq.read_metadata(self._name(path), filesystem=self.fs)
+
     def num_rows(self, path) -> int:
-        return pq.read_metadata(self._name(path), filesystem=self.fs).num_rows
+        return self.metadata(path).num_rows
 
     def size(self, path) -> int:
         return self.fs.get_file_info(self._name(path)).size
@@ -132,9 +146,15 @@ class Files:
                 import boto3
             except ImportError:
                 raise BadParams("a store on s3:// commits with boto3: pip install 'aver[s3]'") from None
-            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            endpoint = query.get("endpoint_override")
-            if endpoint and "://" not in endpoint:
-                endpoint = f"{query.get('scheme', 'https')}://{endpoint}"
-            self._client = boto3.client("s3", endpoint_url=endpoint, region_name=query.get("region"))
+            self._client = boto3.client("s3", endpoint_url=self.s3_endpoint(), region_name=self._query().get("region"))
         return self._client
+
+    def _query(self) -> dict[str, str]:
+        return {k: v[-1] for k, v in parse_qs(urlparse(self.uri).query).items()}
+
+    def s3_endpoint(self) -> str | None:
+        """The S3 endpoint URL the URI names (`?endpoint_override=host:port&scheme=http`), None for AWS's own."""
+        endpoint = self._query().get("endpoint_override")
+        if endpoint and "://" not in endpoint:
+            endpoint = f"{self._query().get('scheme', 'https')}://{endpoint}"
+        return endpoint

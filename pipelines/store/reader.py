@@ -99,3 +99,48 @@ def load(store: "FeatureStore", feature_sets: list[str], corpora: list[str], var
             base = base.merge(feats, on=KEY, how="left")
         frames.append(base)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class RowsByKey:
+    """A worker's reads of upstream rows by key. Each upstream set's live files are listed once, with the clip_id
+    range of each (from its footer's statistics); a batch then reads only the files whose range meets the batch's
+    keys, with the key filter pushed down. Listed again if a file was retired by a compaction or a key is missing."""
+
+    def __init__(self, store: "FeatureStore"):
+        self.store, self.indexes = store, {}
+
+    def _index(self, feature_set: str, corpus: str, fresh: bool) -> tuple[pa.Schema | None, list]:
+        if fresh or (feature_set, corpus) not in self.indexes:
+            shards = _live(self.store, feature_set, corpus, "part")
+            schema = pa.unify_schemas([s.schema for s in shards], promote_options="permissive") if shards else None
+            self.indexes[(feature_set, corpus)] = schema, [(*self._clip_range(s.path), s.path) for s in shards]
+        return self.indexes[(feature_set, corpus)]
+
+    def _clip_range(self, path) -> tuple[str | None, str | None]:
+        """The smallest and largest clip_id of a file (None, None: unknown, always read)."""
+        meta = self.store.files.metadata(path)
+        column = meta.schema.to_arrow_schema().get_field_index("clip_id")
+        stats = [meta.row_group(i).column(column).statistics for i in range(meta.num_row_groups)]
+        if column < 0 or not stats or not all(st is not None and st.has_min_max for st in stats):
+            return None, None
+        return min(st.min for st in stats), max(st.max for st in stats)
+
+    def get(self, feature_set: str, corpus: str, keys: set[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        """(clip_id, variant) -> row, for the keys the store holds."""
+        ids, variants = sorted({c for c, _ in keys}), sorted({v for _, v in keys})
+        wanted = pc.field("clip_id").isin(ids) & pc.field("variant").isin(variants)
+        rows: dict[tuple[str, str], dict] = {}
+        for fresh in (False, True):
+            schema, files = self._index(feature_set, corpus, fresh)
+            paths = [path for lo, hi, path in files if lo is None or (lo <= ids[-1] and hi >= ids[0])]
+            try:
+                table = ds.dataset(self.store.files.names(paths), schema=schema, format="parquet",
+                                   filesystem=self.store.files.fs).to_table(filter=wanted) if paths else None
+            except FileNotFoundError:       # retired by a compaction since the listing
+                continue
+            if table is not None:
+                rows = {k: r for r in table.to_pylist()
+                        if (k := (r["clip_id"], r["variant"])) in keys}
+            if len(rows) == len(keys):
+                break
+        return rows

@@ -17,11 +17,12 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 
 from pipelines.extractor import RETRIED_REASONS, RETRYABLE, extractor_class, modality_of
+from pipelines.keyset import KeySet
 from pipelines.manifest import LEDGER_SCHEMA, now, to_table
 from pipelines.rowcheck import garbage_rows
 from pipelines.store import reader
 from pipelines.store.commits import CommitLog, Conflict, Staged, new_name
-from pipelines.store.files import Files
+from pipelines.store.files import Files, is_uri
 
 KEY = ["clip_id", "variant"]
 KEY_COLUMNS = ["clip_id", "variant", "content_hash"]
@@ -60,7 +61,7 @@ class FeatureStore:
         self.files = Files(root)
         self._logs: dict[tuple[str, str], CommitLog] = {}
         self.root = self.files.root
-        self.manifest_dir = Path(manifest_dir)
+        self.manifest_dir = manifest_dir if is_uri(manifest_dir) else Path(manifest_dir)
 
     # ---- layout -------------------------------------------------------------------------------------------
     def dir(self, feature_set: str, corpus: str) -> Path | PurePosixPath:
@@ -95,7 +96,7 @@ class FeatureStore:
         raise RuntimeError(f"{feature_set}/{corpus}: the store kept changing under {reader.LISTING_ATTEMPTS} reads")
 
     def feature_sets(self) -> list[str]:
-        return self.files.subfolders(self.root)
+        return [name for name in self.files.subfolders(self.root) if not name.startswith(".")]   # .plan: run spools
 
     def corpora(self, feature_set: str) -> list[str]:
         return self.files.subfolders(self.root / feature_set)
@@ -135,28 +136,50 @@ class FeatureStore:
         """(clip_id, variant) -> content_hash of every row (feature or ledger) made with this fingerprint. Ledger
         rows the next run retries (a retryable error, a missing input) are not done unless `include_retried`."""
         done: dict[tuple[str, str], str] = {}
-        for s in self.shards(feature_set, corpus):
-            if s.fingerprint != fingerprint:
-                continue
-            for c, v, h, *reason in self._keys(s.path, with_reason=s.kind == "ledger"):
-                if include_retried or not (reason and reason[0].startswith(RETRIED_REASONS)):
-                    done[(c, v)] = h
+        for c, v, h in self.key_batches(feature_set, corpus, fingerprint, include_retried):
+            done.update(zip(zip(c, v), h))
         return done
 
-    def prune(self, feature_set: str, corpus: str, fingerprint: str, valid: dict[tuple[str, str], str],
+    def key_batches(self, feature_set: str, corpus: str, fingerprint: str | None = None,
+                    include_retried: bool = False, kind: str | None = None):
+        """(clip_ids, variants, content_hashes) per live file (only its key columns are read), of the files made
+        with `fingerprint` (any, if None) and of one `kind` (both, if None); ledger rows the next run retries are
+        left out unless `include_retried`. What the planner streams instead of holding every key."""
+        for s in self.shards(feature_set, corpus):
+            if (fingerprint is not None and s.fingerprint != fingerprint) or kind not in (None, s.kind):
+                continue
+            try:
+                t = self.files.read_table(s.path, columns=KEY_COLUMNS + (["reason"] if s.kind == "ledger" else []))
+            except FileNotFoundError:       # merged by a compaction since the listing: the merged file has them
+                yield from self.key_batches(feature_set, corpus, fingerprint, include_retried, kind)
+                return
+            if s.kind == "ledger" and not include_retried:
+                t = t.filter(pa.array([not r.startswith(RETRIED_REASONS) for r in t.column("reason").to_pylist()]))
+            yield tuple(t.column(n).to_pylist() for n in KEY_COLUMNS)
+
+    def key_set(self, feature_set: str, corpus: str, fingerprint: str | None = None, include_retried: bool = False,
+                kind: str | None = None) -> KeySet:
+        """The distinct (clip_id, variant) keys of `key_batches`, 16 bytes each."""
+        return KeySet.of((c, v) for c, v, _ in self.key_batches(feature_set, corpus, fingerprint, include_retried,
+                                                                 kind))
+
+    def prune(self, feature_set: str, corpus: str, fingerprint: str, valid: KeySet,
               retry_reasons: tuple[str, ...] = ()) -> int:
         """Drop files of another fingerprint and rows whose key is no longer planned or whose media changed.
 
-        `valid` maps every planned key to its current content hash; ledger rows whose reason starts with one of
+        `valid` holds every planned (clip_id, variant, content_hash); ledger rows whose reason starts with one of
         `retry_reasons` are dropped too, so the next run tries them again. The rewritten files replace the old
         ones in one commit. Returns the number of rows removed.
         """
         for _ in range(reader.LISTING_ATTEMPTS):
             removed, add, remove = 0, [], []
             for s in self.shards(feature_set, corpus):
+                if s.fingerprint != fingerprint:
+                    removed += self.files.num_rows(s.path)
+                    remove.append(s.path.name)
+                    continue
                 t = self.files.read_table(s.path)
-                keep = [s.fingerprint == fingerprint and valid.get((c, v)) == h for c, v, h in zip(
-                    *(t.column(n).to_pylist() for n in ("clip_id", "variant", "content_hash")))]
+                keep = valid.contains(*(t.column(n).to_pylist() for n in KEY_COLUMNS)).tolist()
                 if s.kind == "ledger" and retry_reasons:
                     keep = [k and not r.startswith(retry_reasons) for k, r in zip(keep, t.column("reason").to_pylist())]
                 if all(keep):
