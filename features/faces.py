@@ -27,6 +27,7 @@ import pyarrow as pa
 from features import active_speaker
 from features.alignment import align_face, encode_image
 from features.face_identity import FaceDescriber
+from features.onnx_runtime import check_runtime
 from features.landmarks import MEASURES, STATISTICS, ShapePredictor68, clip_statistics, measures
 from features.tracking import Tracker, Track, confirmed, interpolate, merge_by_identity, pick_main
 from features.video_io import item_frames
@@ -55,7 +56,7 @@ class FacesExtractor(BaseExtractor):
     defaults: ClassVar[dict] = {
         "fps": 5.0, "model": "mnet025", "max_side": 640, "face_px": 160, "score_threshold": 0.5,
         "crop_size": 112, "crop_format": "png", "detect_every": 2, "device": "cpu", "landmarks68": True,
-        "identity": True, "identity_threshold": 0.6, "active_speaker": True,
+        "identity": True, "identity_threshold": 0.6, "active_speaker": True, "runtime": "auto",
     }
 
     def __init__(self, **params):
@@ -64,6 +65,7 @@ class FacesExtractor(BaseExtractor):
             raise ValueError(f"faces: detect_every must be >= 1, got {self.params['detect_every']}")
         if self.params["crop_format"] not in ("png", "jpeg"):
             raise ValueError(f"faces: crop_format must be 'png' or 'jpeg', got {self.params['crop_format']!r}")
+        check_runtime(self.kind, self.params["runtime"])
         self.detector = self.shapes = self.describer = None
 
     def schema(self) -> pa.Schema:
@@ -95,7 +97,8 @@ class FacesExtractor(BaseExtractor):
         p = self.params
         # Frames reach the detector already shrunk (see _detect_size), hence no max_side of its own.
         self.detector = RetinaFaceDetector(model=p["model"], device=p["device"], score_threshold=p["score_threshold"],
-                                           max_side=None, batch_size=DETECT_BATCH)
+                                           max_side=None, batch_size=DETECT_BATCH, runtime=p["runtime"],
+                                           num_threads=max(1, int(self.resources.num_cpus)))
         # dlib aligns the face for its descriptor from the 68 points: identity needs them even when not stored.
         self.shapes = ShapePredictor68() if p["landmarks68"] or p["identity"] else None
         self.describer = FaceDescriber() if p["identity"] else None
