@@ -27,6 +27,7 @@ import pyarrow as pa
 from features import active_speaker
 from features.alignment import align_face, encode_image
 from features.face_identity import FaceDescriber
+from features.identity_schedule import IdentitySchedule, describe_due
 from features.onnx_runtime import check_runtime
 from features.landmarks import MEASURES, STATISTICS, ShapePredictor68, clip_statistics, measures
 from features.tracking import Tracker, Track, confirmed, interpolate, merge_by_identity, pick_main
@@ -56,7 +57,8 @@ class FacesExtractor(BaseExtractor):
     defaults: ClassVar[dict] = {
         "fps": 5.0, "model": "mnet025", "max_side": 640, "face_px": 160, "score_threshold": 0.5,
         "crop_size": 112, "crop_format": "png", "detect_every": 2, "device": "cpu", "landmarks68": True,
-        "identity": True, "identity_threshold": 0.6, "active_speaker": True, "runtime": "auto",
+        "identity": True, "identity_threshold": 0.6, "identity_every": 5, "active_speaker": True,
+        "runtime": "auto",
     }
 
     def __init__(self, **params):
@@ -66,6 +68,7 @@ class FacesExtractor(BaseExtractor):
         if self.params["crop_format"] not in ("png", "jpeg"):
             raise ValueError(f"faces: crop_format must be 'png' or 'jpeg', got {self.params['crop_format']!r}")
         check_runtime(self.kind, self.params["runtime"])
+        IdentitySchedule(int(self.params["identity_every"]))     # rejects a bad value now, not per clip
         self.detector = self.shapes = self.describer = None
 
     def schema(self) -> pa.Schema:
@@ -108,6 +111,7 @@ class FacesExtractor(BaseExtractor):
             self.setup()
         every = int(self.params["detect_every"])
         tracker = Tracker(max_gap=max(5, 2 * every), max_identity_dist=float(self.params["identity_threshold"]))
+        schedule = IdentitySchedule(int(self.params["identity_every"]))
         faces: dict[tuple[int, int], Face] = {}     # (track id, frame index) -> face
         times: list[float] = []
         detect_size, first_detections, size = None, None, None
@@ -125,7 +129,7 @@ class FacesExtractor(BaseExtractor):
             for run, detections in zip(runs, found):
                 times += [t for _, t, _ in run]
                 full = _to_frame_pixels(detections, run[-1][2].shape[1::-1], detect_size)
-                self._track_run(run, full, tracker, faces, every)
+                self._track_run(run, full, tracker, schedule, faces, every)
         return self._row(item, times, faces, tracker, size, detect_size)
 
     def _detect_size(self, frame: np.ndarray) -> tuple[tuple[int, int], np.ndarray | None]:
@@ -142,12 +146,16 @@ class FacesExtractor(BaseExtractor):
         scale = min(base, max(base * face_px / tallest, MIN_DETECT_SIDE / long_side))
         return (_scaled(width, height, base), probe) if scale == base else (_scaled(width, height, scale), None)
 
-    def _track_run(self, run, detections: np.ndarray, tracker: Tracker, faces: dict, every: int) -> None:
-        """Track the run's keyframe (its last frame) and describe its faces; faces tracked across the run's earlier
-        frames (only when detect_every > 1) are interpolated and described too."""
+    def _track_run(self, run, detections: np.ndarray, tracker: Tracker, schedule: IdentitySchedule, faces: dict,
+                   every: int) -> None:
+        """Track the run's keyframe (its last frame) and describe its faces (dlib descriptors on `schedule`); faces
+        tracked across the run's earlier frames (only when detect_every > 1) are interpolated and described too."""
         key_index, _, key_frame = run[-1]
         points = self._points(key_frame, detections)
-        descriptors = self.describer(key_frame, detections, points) if self.describer is not None else None
+        descriptors = None
+        if self.describer is not None:
+            due = schedule.due(tracker, key_index, key_frame, detections)
+            descriptors = describe_due(self.describer, key_frame, detections, points, due)
         ids = tracker.update(key_index, detections, descriptors)
         for track_id, row, face_points in zip(ids, detections, points):
             faces[track_id, key_index] = self._describe(key_frame, row, face_points, detected=True)

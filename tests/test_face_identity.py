@@ -25,7 +25,7 @@ ACTORS = ["crema/1001", "crema/1001", "mead/W009", "mead/W009", "mead/W011", "me
 
 @pytest.fixture(scope="module")
 def extractor():
-    ex = FacesExtractor(fps=2.0, detect_every=1)
+    ex = FacesExtractor(fps=2.0, detect_every=1, identity_every=1)    # every face described: the descriptor's quality
     ex.setup()
     return ex
 
@@ -112,11 +112,14 @@ def test_a_cut_between_two_people_yields_two_tracks(extractor, people, tmp_path)
     assert blind["n_tracks"] == 1
 
 
-def test_a_person_seen_again_after_a_cut_keeps_one_track(extractor, people, tmp_path):
+@pytest.mark.parametrize("identity_every, described", [(1, 8), (5, 2)])
+def test_a_person_seen_again_after_a_cut_keeps_one_track(extractor, people, tmp_path, identity_every, described):
     a, b = people
     path = write_video(tmp_path / "aba.mp4", [a] * 4 + [b] * 3 + [a] * 4, codec="libx264", fps=5)
-    row = extract(shared_models(extractor, fps=5.0, detect_every=1), path)
-    assert row["n_tracks"] == 2 and row["identity_faces"] == 8
+    row = extract(shared_models(extractor, fps=5.0, detect_every=1, identity_every=identity_every), path)
+    # identity_every 5: the main person is described when first seen and at the cut back to them (its 2nd track
+    # before the merge), not on the 6 frames in between (features.identity_schedule)
+    assert row["n_tracks"] == 2 and row["identity_faces"] == described
     main = row["track_ids"][0]
     assert row["track_ids"] == [main] * 4 + [-1] * 3 + [main] * 4
 
