@@ -10,7 +10,7 @@ from features.audio_io import load_audio
 from features.audioset_embedding import AudioSetEmbedding
 from features.faces import FacesExtractor
 from features.fer_embedding import FerEmbedding, gray64
-from features.onnx_runtime import OnnxNet
+from features.onnx_runtime import EXPORT_VERSION, OnnxNet, exported
 from features.retinaface import RetinaFaceDetector
 from features.video_io import sample_frames
 
@@ -114,3 +114,24 @@ def _png(rgb: np.ndarray) -> bytes:
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_export_is_cached_by_weights_sha256_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("AVER_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    spec = ((torch.zeros(1, 4),), ["x"], ["y"], {"x": {0: "batch"}, "y": {0: "batch"}})
+    first = exported("tiny", "a" * 64, net, *spec)
+    assert first.parent == tmp_path / "onnx" and first.name.startswith(f"tiny-{'a' * 16}-x{EXPORT_VERSION}-")
+    x = torch.randn(5, 4)
+    assert torch.allclose(OnnxNet(first, 1, "test")(x)[0], net(x), atol=1e-6)   # any batch size
+    exports = []
+    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: exports.append(args))
+    assert exported("tiny", "a" * 64, net, *spec) == first and not exports        # the cached file is reused
+    assert exported("tiny", "b" * 64, net, *spec) != first and len(exports) == 1  # other weights: exported again
+
+
+def test_runtime_param_is_checked_when_the_extractor_is_built():
+    for build in (FacesExtractor, FerEmbedding, AudioSetEmbedding):
+        with pytest.raises(ValueError, match="runtime must be one of"):
+            build(runtime="tensorrt")
