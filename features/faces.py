@@ -1,10 +1,12 @@
 """`faces`: the visual front end. One row per (clip, variant): the main face in every sampled frame.
 
 decode (features.video_io, variant applied) -> RetinaFace on a downscaled copy, batched over the clip's frames
+(through ONNX Runtime on CPU, features.onnx_runtime)
 -> tracks (features.tracking) -> for every tracked face: aligned crop from the full-resolution frame
 (features.alignment), dlib's 68 points and geometry (features.landmarks) -> main track's per-frame columns
 + clip statistics. Faces are described while streaming, so memory stays bounded by one detector batch of frames.
-With `identity` (default), every detected face also gets dlib's face descriptor (features.face_identity): tracks
+With `identity` (default), detected faces also get dlib's face descriptor (features.face_identity; on the schedule of
+features.identity_schedule: new tracks, every `identity_every`-th detection of a track, shot cuts): tracks
 are linked by identity as well as position, tracks of one person split by a gap or a shot cut are merged, and the
 main track's mean descriptor is the clip's `identity`.
 

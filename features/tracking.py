@@ -9,7 +9,8 @@ is closed, so a face that leaves and comes back later gets a new id.
 
 Identity (when detections come with dlib face descriptors, features.face_identity): a pairing is also forbidden when
 the detection's descriptor is farther than `max_identity_dist` from the track's mean descriptor, so a shot cut
-between two people framed alike starts a new track; after the clip, `merge_by_identity` joins tracks that never
+between two people framed alike starts a new track (a detection without a descriptor, see
+features.identity_schedule, is paired by position alone); after the clip, `merge_by_identity` joins tracks that never
 overlap in time and whose mean descriptors are that close (the same person re-detected after a gap or a cut).
 
 Main track score (documented in docs/visual.md): `coverage * relative size * (0.5 + 0.5 * centrality) * mean score`,
