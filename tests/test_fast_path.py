@@ -8,6 +8,8 @@ from torchvision.ops import box_iou
 from conftest import shared_path
 from features.audio_io import load_audio
 from features.audioset_embedding import AudioSetEmbedding
+from features.emotion_cnn import build_net, save_checkpoint
+from features.face_emotion_embedding import FaceEmotionEmbedding
 from features.faces import FacesExtractor
 from features.fer_embedding import FerEmbedding, gray64
 from features.onnx_runtime import EXPORT_VERSION, OnnxNet, exported
@@ -135,3 +137,25 @@ def test_runtime_param_is_checked_when_the_extractor_is_built():
     for build in (FacesExtractor, FerEmbedding, AudioSetEmbedding):
         with pytest.raises(ValueError, match="runtime must be one of"):
             build(runtime="tensorrt")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        FaceEmotionEmbedding(checkpoint="models/face_cnn", runtime="tensorrt")
+
+
+def test_face_emotion_cnn_through_onnx_runtime_matches_torch(tmp_path, monkeypatch):
+    monkeypatch.setenv("AVER_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    arch = {"net": "face", "n_classes": 4, "embed_dim": 32, "width": 8, "dropout": 0.3, "grayscale": True,
+            "input_size": 48}
+    net = build_net(arch).eval()
+    for module in net.modules():     # non-trivial BatchNorm statistics, as a trained network has
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
+    checkpoint = save_checkpoint(tmp_path / "face_cnn", net, {"arch": arch, "classes": ["a", "b", "c", "d"],
+                                                              "pretrain_speakers": []})
+    fast = FaceEmotionEmbedding(checkpoint=str(checkpoint), runtime="onnx")
+    previous = FaceEmotionEmbedding(checkpoint=str(checkpoint), runtime="torch")
+    fast.setup(), previous.setup()
+    assert fast.onnx is not None and previous.onnx is None
+    faces = np.random.default_rng(0).normal(size=(7, 1, 48, 48)).astype(np.float32)
+    (emb, probs), (ref_emb, ref_probs) = fast.embed((faces,)), previous.embed((faces,))
+    assert np.abs(emb - ref_emb).max() <= 1e-4 and np.abs(probs - ref_probs).max() <= 1e-5
