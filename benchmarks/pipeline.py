@@ -414,7 +414,7 @@ def main() -> None:
     ap.add_argument("--each", action="store_true", help="also time one run per feature set (the DVC stages' way)")
     ap.add_argument("--previous", action="store_true", help="also time the previous per-frame path (PREVIOUS_PATH)")
     ap.add_argument("--without", action="append", default=[], metavar="SET",
-                    help="leave a feature set out (repeatable), e.g. face_affect, whose weights must be fetched by hand")
+                    help="leave a feature set out (repeatable), e.g. face_affect (its weights are fetched by hand)")
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a deleted temp dir)")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)     # tables appear as phases finish, also when redirected
