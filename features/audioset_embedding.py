@@ -68,7 +68,7 @@ class AudioSetEmbedding(BaseExtractor):
             axes = {"mel": {0: "batch", 3: "frames"}, "logits": {0: "batch"}, "embedding": {0: "batch"}}
             path = exported("efficientat_mn04_as", sha256_of(fetch(WEIGHTS)), self.model,
                             (torch.zeros(1, 1, 128, FRAMES_PER_S),), ["mel"], ["logits", "embedding"], axes)
-            self.forward = OnnxNet(path, self.resources.num_cpus, self.kind)
+            self.forward = OnnxNet(path, self.resources.num_cpus, self.kind, device)
 
     def wave32k(self, item: dict) -> np.ndarray:
         return load_audio(item, SAMPLE_RATE, self.params["resampler"])[0]

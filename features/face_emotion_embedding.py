@@ -39,7 +39,7 @@ class FaceEmotionEmbedding(CheckpointEmbedding):
             axes = {"face": {0: "batch"}, "logits": {0: "batch"}, "embedding": {0: "batch"}}
             path = exported("face_emotion_cnn", self.info["fingerprint"], self.model, (example,), ["face"],
                             ["logits", "embedding"], axes)
-            self.onnx = OnnxNet(path, self.resources.num_cpus, self.kind)
+            self.onnx = OnnxNet(path, self.resources.num_cpus, self.kind, self.params["device"])
 
     def run_model(self, *inputs):
         return self.onnx(*inputs) if self.onnx is not None else self.model(*inputs)

@@ -63,7 +63,7 @@ class FerEmbedding(BaseExtractor):
             path = exported("fer_mini_xception", sha256_of(fetch(WEIGHTS)), self.model,
                             (torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE),), ["face"], ["logits", "embedding"],
                             {"face": {0: "batch"}, "logits": {0: "batch"}, "embedding": {0: "batch"}})
-            self.forward = OnnxNet(path, self.resources.num_cpus, self.kind)
+            self.forward = OnnxNet(path, self.resources.num_cpus, self.kind, device)
 
     @torch.inference_mode()
     def embed(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -51,7 +51,7 @@ class RetinaFaceDetector:
                     **{name: {0: "batch", 1: "anchors"} for name in ("loc", "conf", "landms")}}
             path = exported(f"retinaface_{model}", sha256_of(fetch(self.spec.weights)), self.net,
                             (torch.zeros(1, 3, 64, 64),), ["image"], ["loc", "conf", "landms"], axes)
-            self.forward = OnnxNet(path, num_threads or torch.get_num_threads(), "retinaface")
+            self.forward = OnnxNet(path, num_threads or torch.get_num_threads(), "retinaface", device)
 
     def detect(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         """frames: RGB uint8 HxWx3 (any sizes; float 0..255 is accepted too). Returns per frame an (n, 15)

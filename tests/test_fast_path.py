@@ -131,6 +131,10 @@ def test_export_is_cached_by_weights_sha256_and_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: exports.append(args))
     assert exported("tiny", "a" * 64, net, *spec) == first and not exports        # the cached file is reused
     assert exported("tiny", "b" * 64, net, *spec) != first and len(exports) == 1  # other weights: exported again
+    import onnxruntime
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():   # runtime: onnx on a GPU device
+        with pytest.raises(RuntimeError, match="onnxruntime has no CUDAExecutionProvider"):
+            OnnxNet(first, 1, "test", "cuda")
 
 
 def test_runtime_param_is_checked_when_the_extractor_is_built():
