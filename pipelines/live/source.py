@@ -17,6 +17,7 @@ import av
 import numpy as np
 
 from features.audio_io import Decoded, _to_float
+from features.mouth_motion import gray
 from features.video_io import _to_rgb
 
 NETWORK = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
@@ -33,6 +34,7 @@ class WindowMedia:
     audio: Decoded | None                   # native rate, trimmed to the window
     frames: list[tuple[float, np.ndarray]]  # (media time, RGB) sampled at the video extractor's fps
     has_video: bool
+    native: list[tuple[float, np.ndarray]] = field(default_factory=list)  # every frame, grey (features.mouth_motion)
 
 
 def describe(source: str) -> str:
@@ -68,6 +70,7 @@ class MediaBuffer:
     rate: int = 0
     channels: tuple[str, ...] = ()
     frames: list[tuple[float, np.ndarray]] = field(default_factory=list)
+    native: list[tuple[float, np.ndarray]] = field(default_factory=list)
     audio_end: float | None = None
     video_end: float | None = None
     _grid: float | None = None               # next video sampling time
@@ -90,6 +93,7 @@ class MediaBuffer:
                 self.frames.append((chosen[0], _to_rgb(chosen[1], None)))
             self._grid += 1.0 / self.fps
         self._previous = (t, frame)
+        self.native.append((t, gray(frame)))
         self.video_end = t
 
     def reached(self, streams: tuple[str, ...]) -> float:
@@ -103,12 +107,13 @@ class MediaBuffer:
             first = self.audio[0][0]
             i0, i1 = max(0, round((start - first) * self.rate)), max(0, round((end - first) * self.rate))
             audio = Decoded(samples[:, i0:i1], self.rate, self.channels)
-        frames = [(t, f) for t, f in self.frames if start - 1e-6 <= t < end]
-        return WindowMedia(audio, frames, has_video)
+        frames, native = ([(t, f) for t, f in kept if start - 1e-6 <= t < end] for kept in (self.frames, self.native))
+        return WindowMedia(audio, frames, has_video, native)
 
     def forget_before(self, t: float) -> None:
         """Drop media that no later window needs (bounded memory on an endless stream)."""
         self.frames = [(ft, f) for ft, f in self.frames if ft >= t - 1e-6]
+        self.native = [(ft, f) for ft, f in self.native if ft >= t - 1e-6]
         while len(self.audio) > 1 and self.audio[1][0] <= t:
             self.audio.pop(0)
 
