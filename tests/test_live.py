@@ -1,4 +1,5 @@
-"""`aver live`: a real clip served as MPEG-TS over loopback TCP, a slow extractor forcing shedding, bad sources."""
+"""`aver live`: a real clip served as MPEG-TS over loopback TCP, UDP and HTTP, a slow extractor forcing shedding, bad
+sources."""
 import io
 import json
 import socket
@@ -12,7 +13,7 @@ from pipelines.live import SourceError, run_live
 from pipelines.predict import predict_file, windows
 from pipelines.probe import probe
 from test_predict import run  # noqa: F401 - the trained miniature models (module fixture)
-from two_faces import serve_mpegts
+from two_faces import serve_http, serve_mpegts
 
 MELD = ("meld_sample", "train_splits", "dia1_utt0.mp4")
 MEAD = ("mead_sample", "eamm", "M030_sad_3_001.mp4")
@@ -28,16 +29,31 @@ def _lines(buffer: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in buffer.getvalue().splitlines()]
 
 
-def test_a_loopback_stream_gives_json_lines_and_stops_at_its_end(run, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("protocol", ["tcp", "udp", "http"])
+def test_a_loopback_stream_gives_json_lines_and_stops_at_its_end(run, tmp_path, protocol):  # noqa: F811
+    """MPEG-TS over TCP (aver live listens), UDP (datagrams: the end is a silence of `idle_timeout`) or HTTP (aver
+    live downloads a stream that a server sends at 1x)."""
     path = shared_path("data", *MELD)
-    port = _free_port()
-    sender = serve_mpegts(path, f"tcp://127.0.0.1:{port}")
+    port, server = _free_port(), None
+    if protocol == "tcp":
+        sender, source = serve_mpegts(path, f"tcp://127.0.0.1:{port}"), f"tcp://127.0.0.1:{port}?listen=1"
+    elif protocol == "udp":
+        sender, source = serve_mpegts(path, f"udp://127.0.0.1:{port}?pkt_size=1316"), f"udp://127.0.0.1:{port}"
+    else:
+        sender = None
+        source, server = serve_http(path)
     out = io.StringIO()
-    summary = run_live(f"tcp://127.0.0.1:{port}?listen=1", None, run["params"], window=1.0, hop=0.5, out=out)
-    sender.join(10)
+    try:
+        summary = run_live(source, None, run["params"], window=1.0, hop=0.5, out=out, idle_timeout=2.0)
+    finally:
+        if server is not None:
+            server.shutdown()
+    if sender is not None:
+        sender.join(10)
     lines = _lines(out)
     assert lines[0]["event"] == "start" and lines[0]["kind"] == "network" and lines[0]["model"]["name"] == "vavl"
     assert lines[-1] == {**summary, "event": "summary"} and summary["stopped"] == "end_of_stream"
+    assert summary["ended_by"] == ("idle_timeout" if protocol == "udp" else "end_of_file"), str(summary)
     got = [w for w in lines if w["event"] == "window"]
     duration = probe(path)["duration"]
     expected = windows(duration, 1.0, 0.5)

@@ -7,6 +7,7 @@ tcp://), `-` (a stream piped on stdin) or a file. Times are seconds of media fro
 """
 from __future__ import annotations
 
+import errno
 import re
 import threading
 import time
@@ -21,7 +22,7 @@ from features.mouth_motion import gray
 from features.video_io import _to_rgb
 
 NETWORK = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
-OPEN_TIMEOUT_US = 10_000_000     # a network source that sends nothing for 10 s is gone
+IDLE_TIMEOUT_S = 10.0            # a network source that sends nothing for this long has ended (UDP has no end mark)
 
 
 class SourceError(Exception):
@@ -45,7 +46,9 @@ def describe(source: str) -> str:
     return "network" if NETWORK.match(source) else "file"
 
 
-def open_source(source: str) -> av.container.InputContainer:
+def open_source(source: str, idle_timeout: float = IDLE_TIMEOUT_S) -> av.container.InputContainer:
+    """The source opened by FFmpeg; a network source that sends nothing for `idle_timeout` s fails to open, or
+    ends (the Reader tells that end from an error)."""
     kind = describe(source)
     try:
         if kind == "pipe":
@@ -53,8 +56,10 @@ def open_source(source: str) -> av.container.InputContainer:
         if kind == "camera":
             return av.open(source, format="v4l2")
         if kind == "network":
-            return av.open(source, options={"rw_timeout": str(OPEN_TIMEOUT_US), "timeout": str(OPEN_TIMEOUT_US)},
-                           timeout=OPEN_TIMEOUT_US / 1e6)
+            micros = str(round(idle_timeout * 1e6))
+            # FFmpeg's own timeouts end a silent read; PyAV's read timeout would count from the first read, not the
+            # last packet, and cut a long stream
+            return av.open(source, options={"rw_timeout": micros, "timeout": micros}, timeout=(idle_timeout, None))
         if not Path(source).is_file():
             raise SourceError(f"cannot open {source}: no such file, camera or URL")
         return av.open(source)
@@ -120,16 +125,21 @@ class MediaBuffer:
 
 class Reader(threading.Thread):
     """Demuxes and decodes the source into the buffer; `on_media(reached)` is called after each packet.
-    `realtime`: a file is read no faster than 1x (as a camera or a stream would arrive)."""
+    `realtime`: a file is read no faster than 1x (as a camera or a stream would arrive). `idle_timeout` (network
+    sources, opened with it): FFmpeg's read timeout is the end of a stream that has no end mark (UDP), not an error.
+    `ended_by` says which end came ("end_of_file", "idle_timeout", "stopped", or None after an error)."""
 
-    def __init__(self, container, streams: tuple[str, ...], fps: float | None, realtime: bool, on_media, on_end):
+    def __init__(self, container, streams: tuple[str, ...], fps: float | None, realtime: bool, on_media, on_end,
+                 idle_timeout: float | None = None):
         super().__init__(daemon=True, name="aver-live-reader")
         self.container, self.streams, self.realtime = container, streams, realtime
         self.buffer = MediaBuffer(fps if "video" in streams else None)
         self.lock = threading.Lock()
         self.on_media, self.on_end = on_media, on_end
         self.stop_requested = threading.Event()
+        self.idle_timeout = idle_timeout
         self.error: str | None = None
+        self.ended_by: str | None = None
 
     def run(self) -> None:
         c = self.container
@@ -140,6 +150,7 @@ class Reader(threading.Thread):
         try:
             for packet in c.demux(*selected):
                 if self.stop_requested.is_set():
+                    self.ended_by = "stopped"
                     break
                 for frame in _decoded(packet):
                     if frame.time is None:
@@ -152,8 +163,14 @@ class Reader(threading.Thread):
                         (self.buffer.add_audio if packet.stream.type == "audio" else self.buffer.add_video)(t, frame)
                         reached = self.buffer.reached(self.streams)
                     self.on_media(reached)
+            else:
+                self.ended_by = "end_of_file"
         except av.FFmpegError as e:
-            self.error = f"reading stopped: {e}"
+            # what FFmpeg's network protocols return when no data came within their timeout
+            if self.idle_timeout is not None and e.errno in (errno.EIO, errno.ETIMEDOUT):
+                self.ended_by = "idle_timeout"
+            else:
+                self.error = f"reading stopped: {e}"
         finally:
             self.on_end()
 
