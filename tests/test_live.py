@@ -5,12 +5,15 @@ import json
 import socket
 import time
 
+import cv2
 import pytest
 
 from conftest import shared_path
+from features.face_affect import FaceAffect
 from features.faces import FacesExtractor
 from pipelines.live import SourceError, run_live
-from pipelines.predict import predict_file, windows
+from pipelines.live.view import make_view
+from pipelines.predict import affect_dimensions, predict_file, windows
 from pipelines.probe import probe
 from test_predict import run  # noqa: F401 - the trained miniature models (module fixture)
 from two_faces import serve_http, serve_mpegts
@@ -73,11 +76,16 @@ def test_a_loopback_stream_gives_json_lines_and_stops_at_its_end(run, tmp_path, 
 
 
 def test_a_file_scored_live_matches_predict_on_the_same_windows(run, tmp_path):  # noqa: F811
-    """Same scorer, same windows: the in-memory window media give predict's probabilities."""
+    """Same scorer, same windows: the in-memory window media give predict's probabilities. The PNG view shows the
+    last window."""
     path = shared_path("data", *MELD)
     out = io.StringIO()
-    run_live(str(path), None, run["params"], window=1.0, hop=0.5, out=out)
+    run_live(str(path), None, run["params"], window=1.0, hop=0.5, out=out, view=make_view(str(tmp_path / "live.png")))
     live = [w for w in _lines(out) if w["event"] == "window"]
+    view = cv2.imread(str(tmp_path / "live.png"))      # the last window's picture, its main face framed (white;
+    assert view.shape == (720, 1280, 3) and sorted(p.name for p in tmp_path.iterdir()) == ["live.png"]   # green:
+    x1, y1, x2, y2 = (round(v) for v in live[-1]["face_box"])                                           # speaking)
+    assert {tuple(view[y1, (x1 + x2) // 2]), tuple(view[(y1 + y2) // 2, x2])} <= {(255, 255, 255), (0, 200, 0)}
     batch = predict_file(path, None, run["params"], window=1.0, hop=0.5, out_dir=tmp_path)["windows"]
     # the stream ends with its last decoded sample, probe's duration is the container's: a few ms apart
     assert [t for w in live for t in (w["start"], w["end"])] == pytest.approx(
@@ -118,3 +126,14 @@ def test_sources_that_cannot_be_read_give_one_line(run, tmp_path):  # noqa: F811
     bad.write_text("not media")
     with pytest.raises(SourceError, match="cannot open"):
         run_live(str(bad), None, run["params"], out=io.StringIO())
+
+
+def test_valence_and_arousal_come_from_the_models_face_affect_set():
+    """`aver predict` / `aver live` windows carry the face_affect set's own valence/arousal where the model reads one
+    with those heads (the weights are not in ../shared: the set's rows are given here as it writes them)."""
+    plan = {"faces": FacesExtractor(), "face_affect": FaceAffect(model="enet_b0_8_va_mtl")}
+    rows = {"faces": [{"clip_id": "w@0"}], "face_affect": [{"clip_id": "w@1", "valence_mean": 0.9},
+                                                           {"clip_id": "w@0", "valence_mean": 0.31234,
+                                                            "arousal_mean": -0.2}]}
+    assert affect_dimensions(rows, plan, "w@0") == {"valence": 0.3123, "arousal": -0.2}
+    assert affect_dimensions(rows, {"faces": plan["faces"]}, "w@0") == {"valence": None, "arousal": None}

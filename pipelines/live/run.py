@@ -153,7 +153,7 @@ def run_live(source: str, model: str | Path | None = None, params: dict | None =
             emit({"event": "window", **entry, "wall_time": time.time(), "latency_s": round(latency, 4),
                   **({"detect_every": int(faces.params["detect_every"])} if faces is not None else {})})
             if view is not None:
-                view(entry)
+                view(entry, job["media"])
             if faces is not None and live:
                 calm = _shed(faces, latency, hop, configured_every, calm, emit)
     except KeyboardInterrupt:
