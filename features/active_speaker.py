@@ -8,7 +8,7 @@ lips (0-120 ms; the envelope is computed at shifted instants, so the delay does 
 listener's mouth may move too (smiles, its own earlier speech), but not in time with someone else's voice; a face
 whose mouth does not move at all (median motion under MIN_MOTION grey levels: a still picture) never speaks.
 
-The speaking track is the best-scoring one when its score clears `MIN_SYNC`; a previous decision (the live
+The speaking track is the best-scoring one when its score is above `MIN_SYNC`; a previous decision (the live
 speaker) stays unless another track beats it by `HYSTERESIS`, so the choice does not flicker between windows.
 Without audio (a video-only file, digital silence) or without landmarks, no track is said to speak; nor is any in a
 file with a single face (no choice to make: the mouth motion, which decodes every frame again, is not measured).
@@ -29,7 +29,7 @@ DETREND_S = 0.5                  # span of the slow loudness trend taken off the
 SOUND_DELAYS_S = (0.0, 0.04, 0.08, 0.12)   # the sound follows the lips by up to ~120 ms
 MIN_FRAMES = 10                  # fewer joint frames than this give no correlation worth trusting
 MIN_MOTION = 0.2                 # median mouth motion (grey levels per frame) under this: a mouth that does not move
-MIN_SYNC = 0.1                   # below this correlation no track is said to speak
+MIN_SYNC = 0.05                  # a correlation no higher says nothing: a mouth out of time with the voice scores ~0
 HYSTERESIS = 0.15                # a new track must beat the previous speaker by this much to take over
 SILENCE_DB = -60.0               # envelope floor (dBFS): pauses all weigh the same
 CLIP_SAMPLE_RATE = 16000
@@ -93,9 +93,9 @@ def synchrony(motion: np.ndarray, envelopes: np.ndarray) -> float:
 
 
 def choose_speaker(scores: dict, previous=None):
-    """The speaking track: the best synchrony score at or above MIN_SYNC (the previous speaker stays unless beaten
+    """The speaking track: the best synchrony score above MIN_SYNC (the previous speaker stays unless beaten
     by HYSTERESIS); None when no track's score qualifies."""
-    valid = {t: s for t, s in scores.items() if np.isfinite(s) and s >= MIN_SYNC}
+    valid = {t: s for t, s in scores.items() if np.isfinite(s) and s > MIN_SYNC}
     if not valid:
         return None
     best = max(valid, key=valid.get)
