@@ -42,7 +42,8 @@ class PngView:
         if entry.get("speaking_face"):
             _box(image, entry["speaking_face"]["box"], GREEN, 2 * thickness)
         lines = [f"{entry['start']:.1f}-{entry['end']:.1f} s  {entry.get('label') or 'no features'}"]
-        lines += [f"{name:>10} {p:.2f}" for name, p in sorted((entry.get("probs") or {}).items(), key=lambda kv: -kv[1])]
+        probs = sorted((entry.get("probs") or {}).items(), key=lambda kv: -kv[1])
+        lines += [f"{name:>10} {p:.2f}" for name, p in probs]
         for k, text in enumerate(lines):
             origin = (round(8 * scale), round((22 + 20 * k) * scale))
             cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, BLACK, 3 * thickness, cv2.LINE_AA)
