@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from features import active_speaker
+from features import active_speaker, mouth_motion
 from features.alignment import align_face, encode_image
 from features.face_identity import FaceDescriber
 from features.identity_schedule import IdentitySchedule, describe_due
@@ -51,7 +51,8 @@ class Face:
 
 class FacesExtractor(BaseExtractor):
     kind: ClassVar[str] = "faces"
-    version: ClassVar[str] = "3"      # 2: openness ratios and solvePnP head pose; 3: main track = the speaking one
+    # 2: openness ratios and solvePnP head pose; 3: main track = the speaking one; 4: speaker from mouth motion
+    version: ClassVar[str] = "4"
     modality: ClassVar[str] = "video"
     # NaN marks frames without the main face (and landmark statistics of a clip where dlib found none)
     nan_columns: ClassVar[tuple[str, ...]] = ("boxes", "scores", "landmarks5", "landmarks68", *MEASURES, "stat_*",
@@ -228,13 +229,25 @@ class FacesExtractor(BaseExtractor):
         return out
 
     def _speaker(self, item: dict, times: list[float], faces: dict, tracks: list[Track]) -> active_speaker.Speaker:
-        """Active speaker over the clip's confirmed tracks (features.active_speaker); `speaker_hint` (the live
-        speaker's box) keeps the same person speaking across windows."""
+        """Active speaker over the clip's confirmed tracks (features.active_speaker), from their mouth motion at the
+        video's frame rate (features.mouth_motion: every frame decoded again, so only when there is a choice to
+        make, or a live window's frames are at hand); `speaker_hint` (the live speaker's box) keeps the same person
+        speaking across windows."""
+        n = len(times)
+        points = {t.track_id: [faces[t.track_id, i].landmarks68 if (t.track_id, i) in faces else None
+                               for i in range(n)] for t in tracks}
         mouths = {t.track_id: np.array([faces[t.track_id, i].geometry[0] if (t.track_id, i) in faces else np.nan
-                                        for i in range(len(times))], np.float64) for t in tracks}
+                                        for i in range(n)], np.float64) for t in tracks}
+        motion = None
+        if len(tracks) > 1 or item.get("media") is not None:
+            try:
+                motion = mouth_motion.track_motion(item, times, points, float(self.params["fps"]),
+                                                   threads=max(1, math.ceil(self.resources.num_cpus)))
+            except ClipError:       # the frames the detector saw decoded; a later one did not: left undecided
+                motion = None
         boxes = {t.track_id: t.boxes for t in tracks}
         previous = active_speaker.hinted_track(boxes, item.get("speaker_hint"))
-        return active_speaker.decide(item, times, mouths, boxes, previous, float(self.params["fps"]))
+        return active_speaker.decide(item, times, mouths, boxes, motion, previous)
 
 
 def _runs(frames, every: int):
