@@ -48,7 +48,7 @@ def audio_rows(args) -> list[tuple]:
     seconds = timed(lambda: ex.process(items))
     batch = torch.randn(args.batch, 1, 128, 100, device=args.device)
     with torch.inference_mode():
-        net = timed(lambda: ex.model(batch), repeat=10)
+        net = timed(lambda: ex.forward(batch), repeat=10)     # the runtime in use (torch or ONNX Runtime)
     return [("EfficientAT mn04", f"extractor, {len(items)} EmoDB clips ({windows} windows of 1 s)", windows / seconds,
              "windows/s"),
             ("EfficientAT mn04", f"network only, batch {args.batch} x 1 s mel", args.batch / net, "windows/s")]
@@ -70,7 +70,7 @@ def face_rows(args) -> list[tuple]:
     seconds = timed(lambda: ex.process(items))
     x = preprocess(faces[:args.batch * 4]).to(args.device)
     with torch.inference_mode():
-        net = timed(lambda: [ex.model(x[i:i + args.batch]) for i in range(0, len(x), args.batch)], repeat=5)
+        net = timed(lambda: [ex.forward(x[i:i + args.batch]) for i in range(0, len(x), args.batch)], repeat=5)
     return [("mini-Xception FER", f"extractor, {len(items)} clips x {per_clip} 112 px PNG crops",
              len(items) * per_clip / seconds, "faces/s"),
             ("mini-Xception FER", f"network only, batch {args.batch} x 64x64", len(x) / net, "faces/s")]

@@ -24,8 +24,9 @@ import torch
 
 from features.audio_io import RESAMPLERS, load_audio
 from features.efficientat import EMBED_DIM, HOP, SAMPLE_RATE, MelFrontEnd, MobileNetAudioSet, load_model
+from features.onnx_runtime import OnnxNet, check_runtime, exported, uses_onnx
 from pipelines.extractor import BaseExtractor, ClipError
-from pipelines.weights import fetch
+from pipelines.weights import fetch, sha256_of
 
 WEIGHTS = "efficientat_mn04_as"
 FRAMES_PER_S = SAMPLE_RATE // HOP
@@ -38,7 +39,7 @@ class AudioSetEmbedding(BaseExtractor):
     version: ClassVar[str] = "2"     # 2: audio variants mixed at 32 kHz, after resampling
     modality: ClassVar[str] = "audio"
     defaults: ClassVar[dict] = {"window_s": 1.0, "hop_s": 0.5, "top_k": 5, "resampler": "kaiser_best",
-                                "device": "cpu", "max_batch": 64}
+                                "device": "cpu", "max_batch": 64, "runtime": "auto"}
 
     model: MobileNetAudioSet | None = None
 
@@ -46,6 +47,7 @@ class AudioSetEmbedding(BaseExtractor):
         super().__init__(**params)
         if self.params["resampler"] not in RESAMPLERS:
             raise ValueError(f"{self.kind}: resampler must be one of {sorted(RESAMPLERS)}, not {self.params['resampler']!r}")
+        check_runtime(self.kind, self.params["runtime"])
         self.window = max(1, round(self.params["window_s"] * FRAMES_PER_S))
         self.hop = max(1, round(self.params["hop_s"] * FRAMES_PER_S))
 
@@ -60,8 +62,13 @@ class AudioSetEmbedding(BaseExtractor):
         device = self.params["device"]
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"{self.kind}: device {device!r} requested but CUDA is not available")
-        self.model = load_model(fetch(WEIGHTS), device)
+        self.model = self.forward = load_model(fetch(WEIGHTS), device)
         self.front_end = MelFrontEnd().to(device)
+        if uses_onnx(self.params["runtime"], device):
+            axes = {"mel": {0: "batch", 3: "frames"}, "logits": {0: "batch"}, "embedding": {0: "batch"}}
+            path = exported("efficientat_mn04_as", sha256_of(fetch(WEIGHTS)), self.model,
+                            (torch.zeros(1, 1, 128, FRAMES_PER_S),), ["mel"], ["logits", "embedding"], axes)
+            self.forward = OnnxNet(path, self.resources.num_cpus, self.kind, device)
 
     def wave32k(self, item: dict) -> np.ndarray:
         return load_audio(item, SAMPLE_RATE, self.params["resampler"])[0]
@@ -71,14 +78,14 @@ class AudioSetEmbedding(BaseExtractor):
         """32 kHz mono wave -> feature columns (see the module docstring)."""
         device = self.front_end.window.device
         mel = self.front_end(torch.from_numpy(np.array(wave, dtype=np.float32))[None].to(device))   # a copy: the cached clip is read-only
-        logits, clip_emb = self.model(mel[:, None])
+        logits, clip_emb = self.forward(mel[:, None])
         probs = torch.sigmoid(logits[0]).float().cpu()
         top = torch.topk(probs, self.params["top_k"])
 
         frames = mel.shape[-1]
         size = min(self.window, frames)
         windows = mel[0].unfold(-1, size, self.hop).permute(1, 0, 2)[:, None]    # [W, 1, 128, size]
-        emb = torch.cat([self.model(windows[i:i + self.params["max_batch"]])[1]
+        emb = torch.cat([self.forward(windows[i:i + self.params["max_batch"]])[1]
                          for i in range(0, len(windows), self.params["max_batch"])]).float().cpu().numpy()
         centres = (np.arange(len(emb)) * self.hop + size / 2) / FRAMES_PER_S
         return {

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from features.alignment import decode_image, face_crops
+from features.onnx_runtime import session
 from pipelines.extractor import BaseExtractor, ClipError
 from pipelines.weights import HSEMOTION_VARIANTS, fetch
 
@@ -87,19 +88,9 @@ class FaceAffect(BaseExtractor):
         return pa.schema(fields)
 
     def setup(self) -> None:
-        import onnxruntime as ort
-        device = str(self.params["device"])
-        provider = "CUDAExecutionProvider" if device.startswith("cuda") else "CPUExecutionProvider"
-        if provider not in ort.get_available_providers():
-            raise RuntimeError(f"{self.kind}: device {device!r} requested but onnxruntime has no {provider}")
         path = fetch(f"hsemotion_{self.params['model']}", self.params["weights_sha256"])
         model, self.emb_name = with_embedding_output(path.read_bytes())
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(self.resources.num_cpus))
-        options.inter_op_num_threads = 1
-        device_id = int(device.split(":")[1]) if ":" in device else 0
-        providers = [(provider, {"device_id": device_id})] if provider.startswith("CUDA") else [provider]
-        self.session = ort.InferenceSession(model, options, providers=providers)
+        self.session = session(model, self.resources.num_cpus, self.params["device"], self.kind)
         self.input_name = self.session.get_inputs()[0].name
         self.logits_name = self.session.get_outputs()[0].name
 

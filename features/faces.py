@@ -1,10 +1,12 @@
 """`faces`: the visual front end. One row per (clip, variant): the main face in every sampled frame.
 
 decode (features.video_io, variant applied) -> RetinaFace on a downscaled copy, batched over the clip's frames
+(through ONNX Runtime on CPU, features.onnx_runtime)
 -> tracks (features.tracking) -> for every tracked face: aligned crop from the full-resolution frame
 (features.alignment), dlib's 68 points and geometry (features.landmarks) -> main track's per-frame columns
 + clip statistics. Faces are described while streaming, so memory stays bounded by one detector batch of frames.
-With `identity` (default), every detected face also gets dlib's face descriptor (features.face_identity): tracks
+With `identity` (default), detected faces also get dlib's face descriptor (features.face_identity; on the schedule of
+features.identity_schedule: new tracks, every `identity_every`-th detection of a track, shot cuts): tracks
 are linked by identity as well as position, tracks of one person split by a gap or a shot cut are merged, and the
 main track's mean descriptor is the clip's `identity`.
 
@@ -24,9 +26,11 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from features import active_speaker
+from features import active_speaker, mouth_motion
 from features.alignment import align_face, encode_image
 from features.face_identity import FaceDescriber
+from features.identity_schedule import IdentitySchedule, describe_due
+from features.onnx_runtime import check_runtime
 from features.landmarks import MEASURES, STATISTICS, ShapePredictor68, clip_statistics, measures
 from features.tracking import Tracker, Track, confirmed, interpolate, merge_by_identity, pick_main
 from features.video_io import item_frames
@@ -47,7 +51,8 @@ class Face:
 
 class FacesExtractor(BaseExtractor):
     kind: ClassVar[str] = "faces"
-    version: ClassVar[str] = "3"      # 2: openness ratios and solvePnP head pose; 3: main track = the speaking one
+    # 2: openness ratios and solvePnP head pose; 3: main track = the speaking one; 4: speaker from mouth motion
+    version: ClassVar[str] = "4"
     modality: ClassVar[str] = "video"
     # NaN marks frames without the main face (and landmark statistics of a clip where dlib found none)
     nan_columns: ClassVar[tuple[str, ...]] = ("boxes", "scores", "landmarks5", "landmarks68", *MEASURES, "stat_*",
@@ -55,7 +60,8 @@ class FacesExtractor(BaseExtractor):
     defaults: ClassVar[dict] = {
         "fps": 5.0, "model": "mnet025", "max_side": 640, "face_px": 160, "score_threshold": 0.5,
         "crop_size": 112, "crop_format": "png", "detect_every": 2, "device": "cpu", "landmarks68": True,
-        "identity": True, "identity_threshold": 0.6, "active_speaker": True,
+        "identity": True, "identity_threshold": 0.6, "identity_every": 5, "active_speaker": True,
+        "runtime": "auto",
     }
 
     def __init__(self, **params):
@@ -64,6 +70,8 @@ class FacesExtractor(BaseExtractor):
             raise ValueError(f"faces: detect_every must be >= 1, got {self.params['detect_every']}")
         if self.params["crop_format"] not in ("png", "jpeg"):
             raise ValueError(f"faces: crop_format must be 'png' or 'jpeg', got {self.params['crop_format']!r}")
+        check_runtime(self.kind, self.params["runtime"])
+        IdentitySchedule(int(self.params["identity_every"]))     # rejects a bad value now, not per clip
         self.detector = self.shapes = self.describer = None
 
     def schema(self) -> pa.Schema:
@@ -95,7 +103,8 @@ class FacesExtractor(BaseExtractor):
         p = self.params
         # Frames reach the detector already shrunk (see _detect_size), hence no max_side of its own.
         self.detector = RetinaFaceDetector(model=p["model"], device=p["device"], score_threshold=p["score_threshold"],
-                                           max_side=None, batch_size=DETECT_BATCH)
+                                           max_side=None, batch_size=DETECT_BATCH, runtime=p["runtime"],
+                                           num_threads=max(1, int(self.resources.num_cpus)))
         # dlib aligns the face for its descriptor from the 68 points: identity needs them even when not stored.
         self.shapes = ShapePredictor68() if p["landmarks68"] or p["identity"] else None
         self.describer = FaceDescriber() if p["identity"] else None
@@ -105,6 +114,7 @@ class FacesExtractor(BaseExtractor):
             self.setup()
         every = int(self.params["detect_every"])
         tracker = Tracker(max_gap=max(5, 2 * every), max_identity_dist=float(self.params["identity_threshold"]))
+        schedule = IdentitySchedule(int(self.params["identity_every"]))
         faces: dict[tuple[int, int], Face] = {}     # (track id, frame index) -> face
         times: list[float] = []
         detect_size, first_detections, size = None, None, None
@@ -122,7 +132,7 @@ class FacesExtractor(BaseExtractor):
             for run, detections in zip(runs, found):
                 times += [t for _, t, _ in run]
                 full = _to_frame_pixels(detections, run[-1][2].shape[1::-1], detect_size)
-                self._track_run(run, full, tracker, faces, every)
+                self._track_run(run, full, tracker, schedule, faces, every)
         return self._row(item, times, faces, tracker, size, detect_size)
 
     def _detect_size(self, frame: np.ndarray) -> tuple[tuple[int, int], np.ndarray | None]:
@@ -139,12 +149,16 @@ class FacesExtractor(BaseExtractor):
         scale = min(base, max(base * face_px / tallest, MIN_DETECT_SIDE / long_side))
         return (_scaled(width, height, base), probe) if scale == base else (_scaled(width, height, scale), None)
 
-    def _track_run(self, run, detections: np.ndarray, tracker: Tracker, faces: dict, every: int) -> None:
-        """Track the run's keyframe (its last frame) and describe its faces; faces tracked across the run's earlier
-        frames (only when detect_every > 1) are interpolated and described too."""
+    def _track_run(self, run, detections: np.ndarray, tracker: Tracker, schedule: IdentitySchedule, faces: dict,
+                   every: int) -> None:
+        """Track the run's keyframe (its last frame) and describe its faces (dlib descriptors on `schedule`); faces
+        tracked across the run's earlier frames (only when detect_every > 1) are interpolated and described too."""
         key_index, _, key_frame = run[-1]
         points = self._points(key_frame, detections)
-        descriptors = self.describer(key_frame, detections, points) if self.describer is not None else None
+        descriptors = None
+        if self.describer is not None:
+            due = schedule.due(tracker, key_index, key_frame, detections)
+            descriptors = describe_due(self.describer, key_frame, detections, points, due)
         ids = tracker.update(key_index, detections, descriptors)
         for track_id, row, face_points in zip(ids, detections, points):
             faces[track_id, key_index] = self._describe(key_frame, row, face_points, detected=True)
@@ -215,13 +229,25 @@ class FacesExtractor(BaseExtractor):
         return out
 
     def _speaker(self, item: dict, times: list[float], faces: dict, tracks: list[Track]) -> active_speaker.Speaker:
-        """Active speaker over the clip's confirmed tracks (features.active_speaker); `speaker_hint` (the live
-        speaker's box) keeps the same person speaking across windows."""
+        """Active speaker over the clip's confirmed tracks (features.active_speaker), from their mouth motion at the
+        video's frame rate (features.mouth_motion: every frame decoded again, so only when there is a choice to
+        make, or a live window's frames are at hand); `speaker_hint` (the live speaker's box) keeps the same person
+        speaking across windows."""
+        n = len(times)
+        points = {t.track_id: [faces[t.track_id, i].landmarks68 if (t.track_id, i) in faces else None
+                               for i in range(n)] for t in tracks}
         mouths = {t.track_id: np.array([faces[t.track_id, i].geometry[0] if (t.track_id, i) in faces else np.nan
-                                        for i in range(len(times))], np.float64) for t in tracks}
+                                        for i in range(n)], np.float64) for t in tracks}
+        motion = None
+        if len(tracks) > 1 or item.get("media") is not None:
+            try:
+                motion = mouth_motion.track_motion(item, times, points, float(self.params["fps"]),
+                                                   threads=max(1, math.ceil(self.resources.num_cpus)))
+            except ClipError:       # the frames the detector saw decoded; a later one did not: left undecided
+                motion = None
         boxes = {t.track_id: t.boxes for t in tracks}
         previous = active_speaker.hinted_track(boxes, item.get("speaker_hint"))
-        return active_speaker.decide(item, times, mouths, boxes, previous, float(self.params["fps"]))
+        return active_speaker.decide(item, times, mouths, boxes, motion, previous)
 
 
 def _runs(frames, every: int):

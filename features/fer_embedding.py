@@ -16,8 +16,9 @@ import torch
 
 from features.alignment import face_crops
 from features.mini_xception import CLASSES, EMBED_DIM, INPUT_SIZE, MiniXception, load_model, preprocess
+from features.onnx_runtime import OnnxNet, check_runtime, exported, uses_onnx
 from pipelines.extractor import BaseExtractor
-from pipelines.weights import fetch
+from pipelines.weights import fetch, sha256_of
 
 WEIGHTS = "fer_mini_xception_fer2013"
 F32 = pa.list_(pa.float32())
@@ -37,9 +38,13 @@ class FerEmbedding(BaseExtractor):
     version: ClassVar[str] = "1"
     modality: ClassVar[str] = "video"
     requires: ClassVar[tuple[str, ...]] = ("faces",)
-    defaults: ClassVar[dict] = {"device": "cpu", "max_batch": 512}
+    defaults: ClassVar[dict] = {"device": "cpu", "max_batch": 512, "runtime": "auto"}
 
     model: MiniXception | None = None
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        check_runtime(self.kind, self.params["runtime"])
 
     def schema(self) -> pa.Schema:
         return pa.schema([
@@ -53,7 +58,12 @@ class FerEmbedding(BaseExtractor):
         device = self.params["device"]
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"{self.kind}: device {device!r} requested but CUDA is not available")
-        self.model = load_model(fetch(WEIGHTS), device)
+        self.model = self.forward = load_model(fetch(WEIGHTS), device)
+        if uses_onnx(self.params["runtime"], device):
+            path = exported("fer_mini_xception", sha256_of(fetch(WEIGHTS)), self.model,
+                            (torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE),), ["face"], ["logits", "embedding"],
+                            {"face": {0: "batch"}, "logits": {0: "batch"}, "embedding": {0: "batch"}})
+            self.forward = OnnxNet(path, self.resources.num_cpus, self.kind, device)
 
     @torch.inference_mode()
     def embed(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +71,7 @@ class FerEmbedding(BaseExtractor):
         device = next(self.model.parameters()).device
         embs, probs = [], []
         for start in range(0, len(faces), self.params["max_batch"]):
-            logits, emb = self.model(preprocess(faces[start:start + self.params["max_batch"]]).to(device))
+            logits, emb = self.forward(preprocess(faces[start:start + self.params["max_batch"]]).to(device))
             embs.append(emb.float().cpu())
             probs.append(torch.softmax(logits, dim=1).float().cpu())
         return torch.cat(embs).numpy(), torch.cat(probs).numpy()

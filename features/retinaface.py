@@ -15,7 +15,9 @@ from retinaface.box_utils import decode, decode_landm
 from retinaface.prior_box import priorbox
 from torchvision.ops import nms
 
+from features.onnx_runtime import OnnxNet, check_runtime, exported, uses_onnx
 from features.retinaface_net import load_network
+from pipelines.weights import fetch, sha256_of
 
 # detect.py's candidate filtering before the user's score threshold (confidence_threshold, top_k, keep_top_k).
 PRE_NMS_SCORE = 0.02
@@ -26,7 +28,11 @@ COLUMNS = ["x1", "y1", "x2", "y2", "score"] + [f"l{a}{k}" for k in range(1, 6) f
 
 class RetinaFaceDetector:
     def __init__(self, model: str = "mnet025", device: str = "cpu", score_threshold: float = 0.5,
-                 nms_threshold: float = 0.4, max_side: int | None = 640, batch_size: int = 16):
+                 nms_threshold: float = 0.4, max_side: int | None = 640, batch_size: int = 16,
+                 runtime: str = "auto", num_threads: int | None = None):
+        """`runtime`: features.onnx_runtime (auto = ONNX Runtime on CPU); `num_threads`: ORT's intra-op threads
+        (default: torch's, which the engines pin to the worker's CPU share)."""
+        check_runtime("retinaface", runtime)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but torch sees no CUDA device")
         if (max_side is not None and max_side < 1) or batch_size < 1:
@@ -39,6 +45,13 @@ class RetinaFaceDetector:
         self._mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
         self._priors: dict[tuple[int, int], torch.Tensor] = {}
+        self.forward = self.net
+        if uses_onnx(runtime, device):
+            axes = {"image": {0: "batch", 2: "height", 3: "width"},
+                    **{name: {0: "batch", 1: "anchors"} for name in ("loc", "conf", "landms")}}
+            path = exported(f"retinaface_{model}", sha256_of(fetch(self.spec.weights)), self.net,
+                            (torch.zeros(1, 3, 64, 64),), ["image"], ["loc", "conf", "landms"], axes)
+            self.forward = OnnxNet(path, num_threads or torch.get_num_threads(), "retinaface", device)
 
     def detect(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         """frames: RGB uint8 HxWx3 (any sizes; float 0..255 is accepted too). Returns per frame an (n, 15)
@@ -78,7 +91,7 @@ class RetinaFaceDetector:
             x = x.flip(1)
         x = (x - self._mean) / self._std
         with torch.inference_mode():
-            loc, logits, landms = self.net(x)
+            loc, logits, landms = self.forward(x)
         scores = logits.softmax(-1)[..., 1]
         height, width = images.shape[1:3]
         priors = self._priors_for(height, width)

@@ -9,7 +9,8 @@ is closed, so a face that leaves and comes back later gets a new id.
 
 Identity (when detections come with dlib face descriptors, features.face_identity): a pairing is also forbidden when
 the detection's descriptor is farther than `max_identity_dist` from the track's mean descriptor, so a shot cut
-between two people framed alike starts a new track; after the clip, `merge_by_identity` joins tracks that never
+between two people framed alike starts a new track (a detection without a descriptor, see
+features.identity_schedule, is paired by position alone); after the clip, `merge_by_identity` joins tracks that never
 overlap in time and whose mean descriptors are that close (the same person re-detected after a gap or a cut).
 
 Main track score (documented in docs/visual.md): `coverage * relative size * (0.5 + 0.5 * centrality) * mean score`,
@@ -34,10 +35,12 @@ class Track:
     frames: list[int] = field(default_factory=list)          # sampled-frame indices where it was detected
     detections: list[np.ndarray] = field(default_factory=list)   # matching (15,) detector rows
     descriptors: list[np.ndarray] = field(default_factory=list)  # face descriptors of the detections that have one
+    undescribed: int = 0        # detections since the last one with a descriptor
 
     def add(self, frame: int, detection: np.ndarray, descriptor: np.ndarray | None = None) -> None:
         self.frames.append(frame)
         self.detections.append(np.asarray(detection, dtype=np.float32))
+        self.undescribed = 0 if descriptor is not None else self.undescribed + 1
         if descriptor is not None:
             self.descriptors.append(np.asarray(descriptor, dtype=np.float32))
 
@@ -70,23 +73,17 @@ class Tracker:
         self.tracks: list[Track] = []
         self.n_detected_frames = 0
 
-    def update(self, frame: int, detections: np.ndarray, descriptors: np.ndarray | None = None) -> list[int]:
+    def update(self, frame: int, detections: np.ndarray, descriptors=None) -> list[int]:
         """Assign each detection (rows [x1, y1, x2, y2, score, ...]) to a track; returns the track id of each row.
-        `descriptors`: optional face descriptor per detection, which gates the pairing by identity."""
+        `descriptors`: optional face descriptor per detection (None rows allowed: not described this frame), which
+        gates the pairing by identity."""
         self.n_detected_frames += 1
-        active = [t for t in self.tracks if frame - t.frames[-1] <= self.max_gap]
-        ids = [-1] * len(detections)
         described = [None] * len(detections) if descriptors is None else list(descriptors)
-        if active and len(detections):
-            predicted = np.stack([t.predicted_box(frame) for t in active])
-            cost = self._costs(predicted, detections[:, :4])
-            if descriptors is not None:
-                cost = np.where(self._identity_far(active, np.asarray(descriptors)), UNMATCHED, cost)
-            rows, cols = linear_sum_assignment(cost)
-            for r, c in zip(rows, cols):
-                if cost[r, c] < UNMATCHED:
-                    active[r].add(frame, detections[c], described[c])
-                    ids[c] = active[r].track_id
+        active, pairs = self._pairs(frame, detections, described)
+        ids = [-1] * len(detections)
+        for r, c in pairs:
+            active[r].add(frame, detections[c], described[c])
+            ids[c] = active[r].track_id
         for c, det in enumerate(detections):
             if ids[c] == -1:
                 track = Track(len(self.tracks))
@@ -95,12 +92,36 @@ class Tracker:
                 ids[c] = track.track_id
         return ids
 
-    def _identity_far(self, tracks: list[Track], descriptors: np.ndarray) -> np.ndarray:
-        """[tracks, detections] True where a track's mean descriptor is too far from a detection's."""
-        far = np.zeros((len(tracks), len(descriptors)), bool)
+    def matched_tracks(self, frame: int, detections: np.ndarray) -> list[Track | None]:
+        """The track each detection would join by position alone (None: it would start a track); changes nothing."""
+        active, pairs = self._pairs(frame, detections, [None] * len(detections))
+        matched = [None] * len(detections)
+        for r, c in pairs:
+            matched[c] = active[r]
+        return matched
+
+    def _pairs(self, frame: int, detections: np.ndarray, described: list) -> tuple[list[Track], list[tuple[int, int]]]:
+        """Active tracks and the allowed (track row, detection column) pairs of the cheapest assignment."""
+        active = [t for t in self.tracks if frame - t.frames[-1] <= self.max_gap]
+        if not active or not len(detections):
+            return active, []
+        predicted = np.stack([t.predicted_box(frame) for t in active])
+        cost = self._costs(predicted, detections[:, :4])
+        cost = np.where(self._identity_far(active, described), UNMATCHED, cost)
+        rows, cols = linear_sum_assignment(cost)
+        return active, [(r, c) for r, c in zip(rows, cols) if cost[r, c] < UNMATCHED]
+
+    def _identity_far(self, tracks: list[Track], described: list) -> np.ndarray:
+        """[tracks, detections] True where a track's mean descriptor is too far from a detection's (False where
+        either has none)."""
+        far = np.zeros((len(tracks), len(described)), bool)
+        columns = [c for c, d in enumerate(described) if d is not None]
+        if not columns:
+            return far
+        vectors = np.stack([np.asarray(described[c], np.float32) for c in columns])
         for r, track in enumerate(tracks):
             if track.identity is not None:
-                far[r] = np.linalg.norm(descriptors - track.identity, axis=1) > self.max_identity_dist
+                far[r, columns] = np.linalg.norm(vectors - track.identity, axis=1) > self.max_identity_dist
         return far
 
     def _costs(self, predicted: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -143,5 +143,10 @@ def _to_rgb(frame: av.VideoFrame, max_side: int | None) -> np.ndarray:
                                interpolation="AREA")
     else:
         rgb = frame.to_ndarray(format="rgb24")
-    quarter_turns = round((frame.rotation or 0) / 90) % 4   # display matrix: counter-clockwise degrees
-    return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
+    return _upright(rgb, frame)
+
+
+def _upright(image: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
+    """`image` (decoded from `frame`) turned as the frame's display matrix says (counter-clockwise degrees)."""
+    quarter_turns = round((frame.rotation or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image

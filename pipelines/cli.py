@@ -198,17 +198,18 @@ def live(source: str = typer.Argument(..., help="/dev/videoN, a URL FFmpeg reads
          out: Optional[Path] = typer.Option(None, help="JSON lines file (default: stdout)"),
          realtime: bool = typer.Option(False, help="read a file at 1x pace, as if it were live"),
          backlog: int = typer.Option(1, help="windows that may wait for the scorer before the oldest is dropped"),
-         view: bool = typer.Option(False, help="also show each window's label on stderr"),
+         view: Optional[str] = typer.Option(None, help="'-': a line per window on stderr; a .png path: the latest "
+                                                       "frame with the speaking face and the probabilities"),
+         idle_timeout: float = typer.Option(10.0, help="a network source silent this long (s) has ended"),
          params_file: Path = ParamsOpt) -> None:
     """Real-time emotion of a camera, stream, pipe or file: one JSON line per window, a summary at the end."""
     from pipelines.live import SourceError, run_live
+    from pipelines.live.view import make_view
     from pipelines.predict import PredictError
-    show = (lambda w: print(f"{w['start']:8.2f}s  {w['label'] or '-':>10}  {w.get('confidence') or 0:.2f}",
-                            file=sys.stderr)) if view else None
     try:
         with (open(out, "w") if out else nullcontext(sys.stdout)) as stream:
             run_live(source, model, load_params(params_file), window=window, hop=hop, out=stream,
-                     realtime=realtime, backlog=backlog, view=show)
+                     realtime=realtime, backlog=backlog, view=make_view(view), idle_timeout=idle_timeout)
     except (PredictError, SourceError) as e:
         raise UserError(str(e)) from None
 

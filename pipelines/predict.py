@@ -224,6 +224,18 @@ def speaking_face(row: dict | None) -> dict | None:
             "n_faces": len(tracks)}
 
 
+def affect_dimensions(rows: dict[str, list[dict]], plan: dict[str, Extractor], clip_id: str) -> dict:
+    """The window's valence and arousal where the model reads them: the mean over its frames of a `face_affect`
+    set's own valence / arousal heads (HSEmotion `*_va_mtl` models, on the speaking face's crops); null otherwise
+    (the models `aver predict` trains are classifiers)."""
+    for feature_set, extractor in plan.items():
+        row = next((r for r in rows[feature_set] if r["clip_id"] == clip_id), None) \
+            if extractor.kind == "face_affect" else None
+        if row is not None and row.get("valence_mean") is not None:
+            return {"valence": round(float(row["valence_mean"]), 4), "arousal": round(float(row["arousal_mean"]), 4)}
+    return {"valence": None, "arousal": None}
+
+
 class WindowScorer:
     """The model and its extractors, loaded once: `score(items)` turns window work items into timeline entries
     (`aver predict` scores a file's windows in one call, `aver live` each window as it completes)."""
@@ -260,6 +272,7 @@ class WindowScorer:
             timeline.append({
                 "start": item["start"], "end": item["end"], "label": self.classes[int(p.argmax())],
                 "confidence": float(p.max()), "probs": dict(zip(self.classes, map(float, p))), "modalities": mods,
+                **affect_dimensions(rows, self.plan, item["clip_id"]),
                 "face_box": box, "face_fraction": fraction, "speaking_face": speaking_face(row),
                 "failures": [{"feature_set": f["stage"], "reason": f["reason"], "detail": f["detail"].splitlines()[0]}
                              for f in failures if f["clip_id"] == item["clip_id"]],

@@ -13,12 +13,13 @@ def write_outputs(result: dict, out_dir: Path, stem: str, plot: bool) -> dict[st
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["start", "end", "label", "confidence", *(f"p_{c}" for c in classes), "modalities",
-                         "face_x1", "face_y1", "face_x2", "face_y2", "face_fraction", "speaking_track", "n_faces",
-                         "failures"])
+                         "valence", "arousal", "face_x1", "face_y1", "face_x2", "face_y2", "face_fraction",
+                         "speaking_track", "n_faces", "failures"])
         for t in result["windows"]:
             box, speaker = t["face_box"] or [None] * 4, t["speaking_face"] or {}
             writer.writerow([f"{t['start']:.3f}", f"{t['end']:.3f}", t["label"], f"{t['confidence']:.4f}",
                              *(f"{t['probs'][c]:.4f}" for c in classes), "+".join(t["modalities"]),
+                             *("" if t.get(k) is None else t[k] for k in ("valence", "arousal")),
                              *("" if v is None else v for v in box),
                              "" if t["face_fraction"] is None else f"{t['face_fraction']:.3f}",
                              speaker.get("track", ""), speaker.get("n_faces", ""),

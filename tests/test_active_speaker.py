@@ -10,7 +10,7 @@ from features.faces import FacesExtractor
 from pipelines.extractor import full_schema
 from pipelines.live.source import WindowMedia
 from pipelines.live.speaker import SpeakerMemory
-from features.audio_io import decode_audio, decode_native
+from features.audio_io import Decoded, decode_audio, decode_native
 from pipelines.demo import encode
 from two_faces import SIDE, SOURCES, compose
 
@@ -53,7 +53,7 @@ def test_synchrony_follows_the_envelope_and_the_speaker_does_not_flicker():
     speaking = 0.5 + 0.5 * np.sin(2 * np.pi * 1.3 * times)                    # opens with the loudness
     listening = 0.5 + 0.5 * np.sin(2 * np.pi * 1.3 * times + np.pi)           # out of phase
     scores = {0: active_speaker.synchrony(listening, envelopes), 1: active_speaker.synchrony(speaking, envelopes)}
-    assert scores[1] > 0.8 and scores[0] < 0
+    assert scores[1] > 0.7 and scores[0] < 0     # the envelope's slow trend is taken off: part of a 1.3-Hz rhythm too
     assert active_speaker.choose_speaker(scores) == 1
     assert active_speaker.choose_speaker({0: 0.5, 1: 0.55}, previous=0) == 0    # hysteresis keeps the speaker
     assert active_speaker.choose_speaker({0: 0.2, 1: 0.55}, previous=0) == 1
@@ -79,23 +79,38 @@ def test_the_heard_face_of_two_is_the_main_face(extractor, tmp_path, heard):
 
 @pytest.mark.parametrize("heard", [0, 1])
 def test_live_windows_follow_the_heard_face_next_to_a_still_one(tmp_path, heard):
-    """Across live windows the speaker keeps one identity; a face that does not move its lips never speaks."""
-    # A fresh extractor, as `aver live` has: after other clips, the same extractor's decision on the window at 1 s
-    # flipped to the still face under the AVX2-pinned kernels (state carried across clips, not yet understood).
-    extractor = _faces()
+    """Across live windows the speaker keeps one identity; a face that does not move its lips never speaks; the heard
+    face is chosen from the first window on (its mouth motion is measured at the video's frame rate)."""
+    extractor = _faces()                # a fresh extractor, as `aver live` has
     path = compose(tmp_path / "two.mp4", [_source("mead_m030"), _source("ravdess_01")], heard, still=(1 - heard,))
     memory, decided = SpeakerMemory(), []
     for start in np.arange(0.0, 2.5, 0.5):
         row = _row(extractor, path, start=start, end=start + 1.0, content_hash=f"{start}", speaker_hint=memory.box)
         face = memory.update(row, WindowMedia(decode_native(path, start, start + 1.0), [], True), start)
-        if face is not None:                    # None: no mouth in time with the voice yet
-            assert face["n_faces"] == 2
-            decided.append((face["face_id"], _centre_x(face["box"]) >= SIDE))
-        else:
-            decided.append((None, None))
-    # the first second of a still picture is still being sharpened by the encoder: judge the last three windows
-    last = decided[-3:]
-    assert len(last) == 3 and {side for _, side in last} == {heard == 1} and len({i for i, _ in last}) == 1
+        assert face is not None and face["n_faces"] == 2
+        decided.append((face["face_id"], _centre_x(face["box"]) >= SIDE))
+    assert {side for _, side in decided} == {heard == 1} and len({i for i, _ in decided}) == 1
+
+
+def test_live_memory_keeps_each_frame_and_each_sample_once():
+    """Overlapping windows hold the same frames and audio: the history has each once, not a copy per window."""
+    sr, fps = 16000, 25
+    loudness = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * np.arange(3 * sr) / sr)
+    audio = (loudness * np.random.default_rng(0).normal(0, 0.1, 3 * sr)).astype(np.float32)
+    frame_times = np.arange(3 * fps) / fps
+    motion = 2 + np.sin(2 * np.pi * 3 * frame_times)               # the mouth moves in time with the voice
+    memory = SpeakerMemory()
+    for start in (0.0, 0.5, 1.0, 1.5, 2.0):
+        inside = (frame_times >= start) & (frame_times < start + 1)
+        track = {"box": [0, 0, 100, 100], "motion": [[round(t, 4), v] for t, v in
+                                                     zip(frame_times[inside], motion[inside])]}
+        row = {"frame_times": frame_times[inside][::5].tolist(), "speaking_tracks": json.dumps({"0": track})}
+        heard = Decoded(audio[None, round(start * sr):round((start + 1) * sr)], sr, ("FC",))
+        face = memory.update(row, WindowMedia(heard, [], True), start)
+    (remembered,) = memory.faces.values()
+    assert sorted(remembered["motion"]) == pytest.approx(frame_times.tolist())
+    assert memory.audio_start == 0.0 and np.array_equal(memory.audio, audio)
+    assert face["face_id"] == 0 and face["sync"] > 0.5
 
 
 def test_one_face_no_face_and_silence(extractor, tmp_path):

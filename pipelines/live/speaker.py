@@ -1,9 +1,10 @@
 """Who speaks, with continuity across live windows.
 
-One window holds few sampled frames (1 s at 5 fps: 5), too few for a trustworthy audio-visual correlation. So the
-live run keeps, for every face it has seen in the last HISTORY_S seconds (matched from window to window by box
-overlap), its mouth opening at each sampled instant and the speech envelope at the same instants, and decides the
-speaker on that history with features.active_speaker's synchrony and hysteresis.
+One window is short (1 s), and a face's synchrony on it alone is noisy. So the live run keeps the last HISTORY_S
+seconds of audio and, for every face it has seen in that time (matched from window to window by box overlap), its
+mouth motion at each frame (features.mouth_motion, from the window's `faces` row), and decides the speaker on that
+history with features.active_speaker's synchrony and hysteresis. Overlapping windows hold the same frames and the
+same audio: each frame and each sample is remembered once, and the envelope is computed on the continuous audio.
 """
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from features.audio_io import resample, to_mono
 
 HISTORY_S = 4.0
 MATCH_IOU = 0.3
+SR = active_speaker.CLIP_SAMPLE_RATE
 
 
 class SpeakerMemory:
     def __init__(self):
-        self.faces: dict[int, dict] = {}       # id -> {"box", "last", "samples": {time: (mouth, envelopes)}}
+        self.faces: dict[int, dict] = {}       # id -> {"box", "last", "motion": {frame time: motion}}
         self.speaker: int | None = None
+        self.audio, self.audio_start = np.zeros(0, np.float32), 0.0     # NaN where a window was never heard
         self._ids = itertools.count()
 
     @property
@@ -34,26 +37,39 @@ class SpeakerMemory:
         if faces_row is None or not faces_row.get("speaking_tracks") or media.audio is None:
             return self._report(0)
         tracks = json.loads(faces_row["speaking_tracks"])
-        times = np.asarray(faces_row["frame_times"], np.float64)
-        signal = resample(to_mono(media.audio), media.audio.rate, active_speaker.CLIP_SAMPLE_RATE)
-        envelopes = active_speaker.delayed_envelopes(signal, active_speaker.CLIP_SAMPLE_RATE, times - start)
+        self._hear(resample(to_mono(media.audio), media.audio.rate, SR), start)
+        end = faces_row["frame_times"][-1] if faces_row["frame_times"] else start
         for track in tracks.values():
-            face = self._match(track["box"], times[-1] if len(times) else start)
-            for i, mouth in enumerate(track["mouth_open"]):
-                if mouth is not None and np.isfinite(envelopes[:, i]).all():
-                    face["samples"][round(float(times[i]), 4)] = (mouth, envelopes[:, i])
-        latest = max((f["last"] for f in self.faces.values()), default=start)
-        for face_id in [i for i, f in self.faces.items() if f["last"] < latest - HISTORY_S]:
-            del self.faces[face_id]
+            face = self._match(track["box"], end)
+            for t, value in track.get("motion") or []:
+                face["motion"].setdefault(round(t, 3), value)
+        horizon = max(f["last"] for f in self.faces.values()) - HISTORY_S
         scores = {}
-        for face_id, face in self.faces.items():
-            face["samples"] = {t: v for t, v in face["samples"].items() if t >= latest - HISTORY_S}
-            ordered = [face["samples"][t] for t in sorted(face["samples"])]
-            if ordered:
-                mouth = np.array([m for m, _ in ordered], np.float64)
-                scores[face_id] = active_speaker.synchrony(mouth, np.stack([e for _, e in ordered], axis=1))
+        for face_id in list(self.faces):
+            face = self.faces[face_id]
+            if face["last"] < horizon:
+                del self.faces[face_id]
+                continue
+            face["motion"] = {t: v for t, v in face["motion"].items() if t >= horizon}
+            times = np.array(sorted(face["motion"]), np.float64)
+            if len(times):
+                envelopes = active_speaker.delayed_envelopes(self.audio, SR, times - self.audio_start)
+                scores[face_id] = active_speaker.synchrony([face["motion"][t] for t in times], envelopes)
         self.speaker = active_speaker.choose_speaker(scores, self.speaker)
         return self._report(len(tracks), scores.get(self.speaker))
+
+    def _hear(self, signal: np.ndarray, start: float) -> None:
+        """Append the part of a window's audio not heard yet (NaN over a gap: dropped windows), keep HISTORY_S + 1 s."""
+        heard_until = self.audio_start + len(self.audio) / SR
+        if not len(self.audio) or start > heard_until + 1.0:     # the first window, or a gap longer than a second
+            self.audio, self.audio_start = signal.astype(np.float32), start
+        else:
+            skip = round((heard_until - start) * SR)
+            gap = np.full(max(0, -skip), np.nan, np.float32)
+            self.audio = np.concatenate([self.audio, gap, signal[max(0, skip):].astype(np.float32)])
+        excess = len(self.audio) - round((HISTORY_S + 1.0) * SR)
+        if excess > 0:
+            self.audio, self.audio_start = self.audio[excess:], self.audio_start + excess / SR
 
     def _match(self, box: list[float], t: float) -> dict:
         """The remembered face this box continues (best overlap), else a new face."""
@@ -61,7 +77,7 @@ class SpeakerMemory:
         best = max(overlaps, key=overlaps.get, default=None)
         if best is None or overlaps[best] < MATCH_IOU:
             best = next(self._ids)
-            self.faces[best] = {"samples": {}}
+            self.faces[best] = {"motion": {}}
         self.faces[best].update(box=box, last=t)
         return self.faces[best]
 
