@@ -140,17 +140,20 @@ def test_missing_noise_sources_become_ledger_rows(tmp_path):
     assert [f["variant"] for f in result.failures] == ["babble_snr0", "noise_snr5", "noise_snr5", "hiss_snr5"]
 
 
-def test_babble_peers_are_distinct_usable_clips():
+def test_babble_peers_are_distinct_usable_clips(tmp_path):
     """The planner's candidates: distinct even when the other clips number a multiple of 7 (a stride of 7 used to
     pick one clip three times), only clips with audio long enough, the same on every call."""
-    from pipelines.plan import N_PEERS, _peer_pool, _peers
+    import pyarrow as pa
+    from pipelines.manifest import write_manifest
+    from pipelines.planning import N_PEERS, PeerPool
     rows = [{"clip_id": f"c/{i}", "path": f"{i}.wav", "has_audio": True, "duration": 1.0} for i in range(15)]
     rows += [{"clip_id": "c/video_only", "path": "v.mp4", "has_audio": False, "duration": 1.0},
              {"clip_id": "c/blip", "path": "blip.wav", "has_audio": True, "duration": 0.01}]
     for n in (8, 15):                       # the clip + 7 others, the clip + 14 others
-        pool = _peer_pool(rows[:n] + rows[15:])
-        for row in rows[:n]:
-            peers = _peers(pool, Path("/c"), row["clip_id"])
+        write_manifest(pa.Table.from_pylist(rows[:n] + rows[15:]), tmp_path, f"c{n}.parquet")
+        pool = PeerPool(tmp_path, f"c{n}", "/c")
+        for talker, row in enumerate(rows[:n]):
+            peers = pool.peers(talker, row["clip_id"])
             assert len(set(peers)) == len(peers) >= N_PEERS
             assert f"/c/{row['path']}" not in peers and not {"/c/v.mp4", "/c/blip.wav"} & set(peers)
-            assert peers == _peers(pool, Path("/c"), row["clip_id"])
+            assert peers == pool.peers(talker, row["clip_id"])
