@@ -350,7 +350,10 @@ def main() -> None:
     for noisy in ("ray", "apache_beam", "numba", "matplotlib", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        app(standalone_mode=False)
+        # without standalone mode click returns a command's `typer.Exit(code)` instead of exiting with it
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:
