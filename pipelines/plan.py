@@ -45,12 +45,10 @@ class ExtractSummary:
     extracted: int = 0
     failed: int = 0
     retryable: int = 0      # items that failed for a reason not their own (worker lost, I/O, ...): retried next run
-    lost: int = 0           # of those, items whose worker or node died (no result came back)
     removed: int = 0
     seconds: float = 0.0
 
 
-LOST = f"{RETRYABLE}lost"
 NOT_COMPUTING = ("resources", "device", "max_batch", "batch_size")    # where a row is computed, and how batched
 
 
@@ -257,7 +255,7 @@ def _record_lost(jobs: list[_Job], spool: Spool, store: FeatureStore, corpus: st
         for units in spool.batches(planning.SLICE_CLIPS):
             mine = [u for u in units if job.feature_set in u["feature_sets"]]
             found = present.contains([u["clip_id"] for u in mine], [u["variant"] for u in mine])
-            lost = [failure(u, job.extractor.kind, LOST, f"no result came back for this item{crash}")
+            lost = [failure(u, job.extractor.kind, f"{RETRYABLE}lost", f"no result came back for this item{crash}")
                     for u, f in zip(mine, found) if not f]
             store.write_ledger(job.feature_set, corpus, lost, job.meta)
 
@@ -266,26 +264,7 @@ def run_extractions(params: dict, feature_sets: list[str], corpus: str, engine: 
                     engine_options: dict | None = None, limit: int | None = None,
                     progress: bool = True) -> list[ExtractSummary]:
     """Extract several feature sets of a corpus in one engine run (one worker pool, media decoded once per clip);
-    one summary per feature set, upstream sets first. Items whose worker was lost (a killed process or node) are
-    planned again at once, up to `engine.retry.lost_passes` (1) times, on the workers that are left."""
-    summaries = _extract_once(params, feature_sets, corpus, engine, engine_options, limit, progress)
-    passes = int(params.get("engine", {}).get("retry", {}).get("lost_passes", 1))
-    for _ in range(passes):
-        lost = sum(s.lost for s in summaries)
-        if not lost:
-            break
-        log.warning("%d items were lost with their worker; planning them again on the workers that are left", lost)
-        again = _extract_once(params, feature_sets, corpus, engine, engine_options, limit, progress)
-        for first, then in zip(summaries, again):
-            first.extracted += then.extracted
-            first.failed += then.failed
-            first.retryable, first.lost = then.retryable, then.lost
-            first.seconds += then.seconds
-    return summaries
-
-
-def _extract_once(params: dict, feature_sets: list[str], corpus: str, engine: str | None,
-                  engine_options: dict | None, limit: int | None, progress: bool) -> list[ExtractSummary]:
+    one summary per feature set, upstream sets first."""
     t0 = time.perf_counter()
     eng_cfg = params.get("engine", {})
     engine = engine or eng_cfg.get("name", "local")
@@ -320,7 +299,6 @@ def _extract_once(params: dict, feature_sets: list[str], corpus: str, engine: st
         after = _counts(store, job.feature_set, corpus)
         reasons = store.read(job.feature_set, corpus, "ledger", columns=["reason"]).column("reason").to_pylist()
         job.summary.retryable = sum(r.startswith(RETRYABLE) for r in reasons)
-        job.summary.lost = sum(r == LOST for r in reasons)
         job.summary.extracted = after["rows"] - job.before["rows"]
         job.summary.failed += after["failed"] - job.before["failed"] - job.summary.retryable
         job.summary.seconds = time.perf_counter() - t0
