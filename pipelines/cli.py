@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -18,14 +16,6 @@ from rich.table import Table
 
 from pipelines.config import corpus_config, load_params, paths
 from pipelines.errors import UserError
-
-# Same inputs -> same features and models on every x86-64 machine: torch, oneDNN and MKL pick their kernels by
-# instruction set (AVX-512, AVX2, ...) and each sums floats in another order (measured: other CNN weights after 5
-# training steps). AVX2, which every x86-64 server of the last decade has, is pinned before any of them loads
-# (docs/demo.md, "Same bytes on every machine"); the thread counts are pinned by params (pretrain, engine).
-if platform.machine().lower() in ("x86_64", "amd64"):      # the names mean nothing to other processors
-    for _var, _isa in {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}.items():
-        os.environ.setdefault(_var, _isa)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
 corpus_app = typer.Typer(no_args_is_help=True, help="Declare and list corpora (params.yaml `corpora:`).")

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+import pipelines  # noqa: F401 - pins torch's CPU kernels, as `aver` does, before any test loads torch
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AVER_SHARED", ROOT.parent / "shared"))
 os.environ.setdefault("AVER_MODELS_DIR", str(SHARED / "models"))
