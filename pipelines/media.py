@@ -106,5 +106,4 @@ def relative(info: pafs.FileInfo, root: str) -> str:
 
 def read_bytes(location: str) -> bytes:
     files, name = split(location)
-    with files.fs.open_input_stream(name) as f:
-        return f.read()
+    return files.read_bytes(name)
