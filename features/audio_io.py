@@ -25,8 +25,7 @@ import soxr
 
 from features.augment_audio import apply_variant
 from pipelines.extractor import ClipError
-from pipelines.media import local as local_copy
-from pipelines.probe import ffmpeg_problem
+from pipelines.media import open_container
 
 MIN_DURATION_S = 0.025      # one 25 ms analysis frame: anything shorter yields no features
 SILENCE_PEAK = 1e-4         # peak below -80 dBFS = digital silence (real recordings peak far above)
@@ -66,21 +65,6 @@ def _to_float(frame: av.AudioFrame) -> np.ndarray:
     return ((arr.astype(np.float64) - offset) / full).astype(np.float32)
 
 
-def _open(path: Path):
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise ClipError("unreadable", f"cannot read {path}: {e.strerror}") from e
-    if size == 0:
-        raise ClipError("empty_file", f"{path} has 0 bytes")
-    try:
-        return av.open(str(path))
-    except (FileNotFoundError, PermissionError) as e:
-        raise ClipError("unreadable", f"cannot open {path}: {e.strerror}") from e
-    except av.FFmpegError as e:
-        raise ClipError("undecodable", f"{path.name}: {ffmpeg_problem(e)}") from e
-
-
 def _read(container, stream, seek_to: float | None, t_end: float):
     """Frames from `seek_to` (None = the beginning) to `t_end` -> (chunks, first sample time or None, rate,
     channel names, corrupt packet count)."""
@@ -106,10 +90,10 @@ def _read(container, stream, seek_to: float | None, t_end: float):
 
 def decode_native(path: str | Path, start: float | None = None, end: float | None = None) -> Decoded:
     """Decode the first audio stream at its own rate, trimmed to [start, end) seconds."""
-    path = local_copy(path)    # an object store URI: its copy in a bounded local cache
-    with _open(path) as container:
+    name = Path(str(path).partition("?")[0]).name
+    with open_container(path) as container:
         if not container.streams.audio:
-            raise ClipError("no_audio_stream", f"{path.name} has no audio stream")
+            raise ClipError("no_audio_stream", f"{name} has no audio stream")
         stream = container.streams.audio[0]
         origin = (container.start_time or 0) / av.time_base
         t_start = origin + start if _is_set(start) else None
@@ -123,9 +107,9 @@ def decode_native(path: str | Path, start: float | None = None, end: float | Non
             container.seek(0)
             chunks, first_time, rate, names, bad = _read(container, stream, None, math.inf)
     if not chunks and seek_to is not None:
-        raise ClipError("too_short", f"{path.name}: the segment starts at {start} s, after the end of the audio")
+        raise ClipError("too_short", f"{name}: the segment starts at {start} s, after the end of the audio")
     if not chunks:
-        raise ClipError("undecodable", f"no audio samples decoded from {path.name}"
+        raise ClipError("undecodable", f"no audio samples decoded from {name}"
                         + (f" ({bad} corrupt packets)" if bad else ""))
     first_time = origin if first_time is None else first_time
     samples = np.concatenate(chunks, axis=1)

@@ -16,7 +16,7 @@ import numpy as np
 
 from features.augment_video import frame_augmenter
 from pipelines.extractor import ClipError
-from pipelines.media import local as local_copy
+from pipelines.media import open_container
 from pipelines.probe import ffmpeg_problem
 
 Sample = tuple[float, np.ndarray]
@@ -31,7 +31,7 @@ def sample_frames(path: str | Path, fps: float | str = 5.0, start: float | None 
     """
     if fps != "all" and not (isinstance(fps, (int, float)) and fps > 0):
         raise ValueError(f"fps must be a positive number or 'all', got {fps!r}")
-    container = _open(path)
+    container = open_container(path)
     with container:
         if not container.streams.video:
             raise ClipError("no_video_stream", f"{Path(path).name} has no video stream")
@@ -75,20 +75,6 @@ def item_frames(item: dict, fps: float | str = 5.0, max_side: int | None = None,
 def _bound(value) -> float | None:
     """Segment bound from a manifest row: null, or NaN once it went through pandas, means the whole file."""
     return None if value is None or math.isnan(value) else float(value)
-
-
-def _open(path: str | Path) -> av.container.InputContainer:
-    path = local_copy(path)    # an object store URI: its copy in a bounded local cache
-    try:
-        if path.stat().st_size == 0:
-            raise ClipError("empty_file", f"{path.name} is 0 bytes")
-        return av.open(str(path))
-    except (FileNotFoundError, PermissionError) as e:
-        raise ClipError("unreadable", f"cannot read {path}: {e.strerror}") from e
-    except av.FFmpegError as e:
-        raise ClipError("undecodable", f"{path.name}: {ffmpeg_problem(e)}") from e
-    except OSError as e:
-        raise ClipError("undecodable", f"cannot open {path.name}: {e.strerror}") from e
 
 
 def _timed_frames(container, stream, origin: float, native_fps: float, start: float | None, end: float | None,

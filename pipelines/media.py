@@ -9,18 +9,23 @@ keyed by the URI, the object's size and its modification time, so a changed obje
 """
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import os
 import uuid
 from pathlib import Path, PurePosixPath
 
+import av
 import pyarrow.fs as pafs
 
 from pipelines.extractor import ClipError
+from pipelines.probe import ffmpeg_problem
 from pipelines.store.files import Files, is_uri
 
 CHUNK = 8 * 2**20
+# The file itself is missing or closed to us: the clip's fault, for good (until the corpus is mended and re-ingested).
+_CLIP_FAULTS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 def cache_dir() -> Path:
@@ -75,6 +80,25 @@ def local(location: str | Path) -> Path:
         tmp.unlink(missing_ok=True)
     evict(keep=copy)
     return copy
+
+
+def open_container(location: str | Path) -> av.container.InputContainer:
+    """A decoder on a clip's media (an object's cached copy). A missing or forbidden file is the clip's fault
+    (`unreadable`), a file FFmpeg cannot parse too (`undecodable`); any other OSError (EIO, a stale NFS handle,
+    a timeout, too many open files) is the machine's and propagates, so the item is retried, never stored as done."""
+    path = local(location)
+    try:
+        if path.stat().st_size == 0:
+            raise ClipError("empty_file", f"{path.name} has 0 bytes")
+        return av.open(str(path))
+    except _CLIP_FAULTS as e:
+        raise ClipError("unreadable", f"cannot read {path}: {e.strerror}") from e
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ClipError("unreadable", f"cannot read {path}: a symbolic link loop") from e
+        raise
+    except av.FFmpegError as e:
+        raise ClipError("undecodable", f"{path.name}: {ffmpeg_problem(e)}") from e
 
 
 def evict(keep: Path | None = None) -> None:

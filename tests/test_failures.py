@@ -136,3 +136,23 @@ def test_a_retried_downstream_set_gets_the_upstream_row_made_in_the_first_attemp
     assert [r["index"] for r in out["up"].rows] == [1]               # the upstream ran once, not again
     assert [r["index"] for r in out["down"].rows] == [2] and not out["down"].errors
     assert FlakyDownstream.calls == [["up"], ["up"]]                  # both attempts had the upstream row
+
+
+def test_an_io_error_reading_media_is_the_machines_fault_retried_not_a_ledger_row(corpus, monkeypatch):
+    """EIO from the disk or a stale network mount, met while opening a real clip, is retried like any infrastructure
+    fault; a file that is really missing stays the clip's permanent `unreadable` row."""
+    import errno
+    tmp, cfg = corpus
+    p = _params(tmp, cfg, "logmel", "store_eio")
+    real_stat, seen = Path.stat, set()
+
+    def stat_failing_once(path, *args, **kwargs):
+        if path.suffix == ".wav" and path not in seen:
+            seen.add(path)
+            raise OSError(errno.EIO, "Input/output error")
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat_failing_once)
+    s = run_extraction(p, "f", "c", progress=False)
+    assert (s.extracted, s.failed, s.retryable) == (N_CLIPS, 0, 0) and len(seen) == N_CLIPS
+    assert _store(p).ledger("f", "c").empty
