@@ -72,9 +72,8 @@ def local(location: str | Path) -> Path:
     copy.parent.mkdir(parents=True, exist_ok=True)
     tmp = copy.with_name(f".{copy.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with files.fs.open_input_stream(name) as src, open(tmp, "wb") as dst:
-            while block := src.read(CHUNK):
-                dst.write(block)
+        pafs.copy_files(name, str(tmp), source_filesystem=files.fs, destination_filesystem=pafs.LocalFileSystem(),
+                        chunk_size=CHUNK, use_threads=False)
         tmp.replace(copy)
     finally:
         tmp.unlink(missing_ok=True)
