@@ -19,7 +19,8 @@ import numpy as np
 
 from features.augment_video import VIDEO_VARIANTS, frame_augmenter
 from features.landmarks import LEFT_EYE, RIGHT_EYE
-from features.video_io import _bound, _open, _timed_frames, _upright
+from features.video_io import _bound, _timed_frames, _upright
+from pipelines.media import open_container
 
 MOUTH_POINTS = slice(48, 68)
 MOUTH_PATCH = (32, 24)                  # (w, h) grid the mouth region is resampled to
@@ -50,7 +51,7 @@ def gray_frames(item: dict, threads: int = 0) -> Iterator[tuple[float, np.ndarra
         return
     augment = frame_augmenter(item.get("variant", "clean"), item["clip_id"], item.get("augment") or {})
     start, end = _bound(item.get("start")), _bound(item.get("end"))
-    with _open(item["abspath"]) as container:
+    with open_container(item["abspath"]) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads

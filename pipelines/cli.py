@@ -169,7 +169,8 @@ def predict(file: Path = typer.Argument(..., help="video or audio file"),
             plot: bool = typer.Option(False, help="also write a PNG of the timeline"),
             params_file: Path = ParamsOpt) -> None:
     """Emotion timeline of one file: the same extractors in-process, a trained model, CSV + JSON (+ PNG)."""
-    from pipelines.predict import PredictError, predict_file
+    from pipelines.predict import predict_file
+    from pipelines.saved_models import PredictError
     try:
         result = predict_file(file, model, load_params(params_file), window=window, hop=hop, out_dir=out, plot=plot)
     except PredictError as e:
@@ -195,7 +196,7 @@ def live(source: str = typer.Argument(..., help="/dev/videoN, a URL FFmpeg reads
     """Real-time emotion of a camera, stream, pipe or file: one JSON line per window, a summary at the end."""
     from pipelines.live import SourceError, run_live
     from pipelines.live.view import make_view
-    from pipelines.predict import PredictError
+    from pipelines.saved_models import PredictError
     try:
         with (open(out, "w") if out else nullcontext(sys.stdout)) as stream:
             run_live(source, model, load_params(params_file), window=window, hop=hop, out=stream,

@@ -13,7 +13,8 @@ from conftest import shared_path
 from pipelines.demo import encode, generate
 from pipelines.ingest import ingest
 from pipelines.plan import run_extractions
-from pipelines.predict import PredictError, choose_model, predict_file, windows
+from pipelines.predict import predict_file, windows
+from pipelines.saved_models import PredictError, choose_model
 from pipelines.probe import probe
 from pipelines.store import FeatureStore
 from training.data import Frame

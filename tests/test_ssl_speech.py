@@ -157,7 +157,8 @@ def test_pickled_weights_are_refused(models, tmp_path):
 def test_store_records_provenance_and_new_weights_re_extract(models, clips, tmp_path):
     from pipelines.ingest import ingest
     from pipelines.plan import run_extraction
-    from pipelines.predict import PredictError, SavedModel, feature_plan
+    from pipelines.predict import feature_plan
+    from pipelines.saved_models import PredictError, SavedModel
     from pipelines.store import FeatureStore
     from training.run import _feature_configs
     folder = tiny_model(tmp_path / "model", "hubert")

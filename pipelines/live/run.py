@@ -23,8 +23,8 @@ import numpy as np
 from pipelines.config import paths
 from pipelines.live.source import IDLE_TIMEOUT_S, Reader, SourceError, describe, open_source
 from pipelines.live.speaker import SpeakerMemory
-from pipelines.predict import (MODALITIES, PredictError, WindowScorer, choose_model, model_summary,
-                               usable_modalities, window_items, windows)
+from pipelines.predict import WindowScorer, window_items, windows
+from pipelines.saved_models import MODALITIES, PredictError, choose_model, model_summary, usable_modalities
 
 MAX_DETECT_EVERY = 8
 RECOVERED_WINDOWS = 3        # windows under half a hop of latency before detection is made denser again
