@@ -127,3 +127,35 @@ def test_sigkill_mid_run_resumes_with_every_row_once(corpus, sets):
         assert store.verify(fs, "emo", planned_keys(p, fs, "emo")).ok
         rows = store.read(fs, "emo").to_pylist()
         assert sorted((r["clip_id"], r["variant"]) for r in rows) == sorted(planned_keys(p, fs, "emo"))
+
+
+@pytest.fixture
+def beam_worker_pool(tmp_path):
+    """An external SDK worker pool on loopback, stopped by the PID this fixture started."""
+    from s3_server import _free_port
+    port = _free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    log = open(tmp_path / "pool.log", "wb")
+    pool = subprocess.Popen([sys.executable, str(Path(__file__).with_name("beam_worker_pool.py")), str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    yield f"127.0.0.1:{port}", tmp_path / "pool.log"
+    pool.terminate()
+    pool.wait(timeout=30)
+    log.close()
+
+
+def test_beam_on_a_portable_runner_with_an_external_worker_pool(corpus, beam_worker_pool):
+    """The portable path a Flink/Spark cluster takes: the pipeline goes as protos through a job service to SDK
+    harnesses in other processes, started by a worker pool; they write the rows, the driver commits them."""
+    tmp, _, params = corpus
+    address, log = beam_worker_pool
+    local = _fresh(params, tmp, "store_portable_reference")
+    run_extraction(local, FS, "emo", progress=False)
+    p = _fresh(params, tmp, "store_portable", name="beam",
+               beam={"runner": "PortableRunner", "pipeline_args": [
+                   "--job_endpoint=embed", "--environment_type=EXTERNAL",
+                   f"--environment_config={address}"]})
+    s = run_extraction(p, FS, "emo", progress=False)
+    assert (s.extracted, s.failed, s.retryable) == (16, 0, 0)
+    assert _rows(p) == _rows(local)
+    assert "Starting worker" in log.read_text()          # the rows came from the pool's harness processes
