@@ -4,8 +4,8 @@ feature set of the run (actors start once, whatever the number of feature sets).
 Local by default (`ray.init()` on this machine); `options["address"]` or `RAY_ADDRESS` joins a cluster
 (`ray start --head` on one node, `ray start --address=HEAD:6379` on the others, aver installed on every node).
 Actor resources (`num_cpus`, `num_gpus`) are the largest any member extractor's `resources` params ask for.
-Units are read by the workers from the pass's spool (`ray.data.read_parquet` of Parquet files of JSON units beside
-the store); each actor reads its units' upstream rows by key from the store, writes its batches' feature rows and
+Units are read on the cluster from the pass's spool (CPU-less tasks, one per Parquet file of JSON units beside the
+store); each actor reads its units' upstream rows by key from the store, writes its batches' feature rows and
 ledger rows to the store itself (which must be on storage every node reaches: an object store URI, or a shared
 mount at the same path) and sends the driver only the names and keys of those files and counts; the driver commits
 them (pipelines/store/commits.py): a file written by an actor that died before its result came back is never
