@@ -129,7 +129,8 @@ def one_size(n: int, chunk: int, workers: int = 0, store_uri: str = "") -> dict:
     files_before = len(store.shards("syn", "syn"))
     report = compact(store, "syn", "syn")
     out = {"clips": n, "engine": f"ray, {workers} workers" if workers else "local",
-           "store": "s3" if store_uri else "disk", "rows": summary.extracted, "seconds": round(seconds, 1), "rows_per_s": round(n / seconds),
+           "store": "s3" if store_uri else "disk", "rows": summary.extracted, "seconds": round(seconds, 1),
+           "rows_per_s": round(n / seconds),
            "downstream_rows_per_s": round(n / down_seconds),
            "driver_peak_rss_mb": round(rss_mb), "rss_after_imports_mb": round(baseline_mb),
            "files_before": files_before, "files_after": report.files_after}

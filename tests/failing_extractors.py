@@ -2,7 +2,8 @@
 
 `Transient` raises an OSError on the first attempt at some clips, `Broken` raises a RuntimeError while
 `Broken.broken` is set, `Dies` kills its worker process when it meets clip 1 (the first time only, given a
-marker file that remembers it across processes; each time, one file in the folder `tries` if given, to count them), `NoSpeech` has a clip fault (ClipError) on clip 0; `Slow` takes
+marker file that remembers it across processes; leaving one file per death in the folder `tries` if given),
+`NoSpeech` has a clip fault (ClipError) on clip 0; `Slow` takes
 `seconds` per clip (so that two runs overlap); `FlakyDownstream` needs an `up` feature set and fails once per clip.
 """
 from __future__ import annotations
