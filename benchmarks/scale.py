@@ -1,22 +1,27 @@
-"""How the driver and the store scale with the number of clips (no media: the extractor computes nothing).
+"""How the driver and the store scale with the number of clips (no media: the extractor computes nothing), and how
+rows/s change with the number of Ray workers and with the store on local disk or on an S3 server.
 
     python benchmarks/scale.py --clips 1000 5000 20000
+    python benchmarks/scale.py --clips 1000 --workers 1 2 --stores disk s3
 
-For each corpus size, in a fresh process: a manifest of N synthetic clips is written directly, then one local-engine
-extraction of a synthetic feature set (88 float32 scalars like eGeMAPS + a 400-frame float32 series per clip, made
-from the clip id, no decoding) into a fresh store, `engine.chunk_size` rows per file, then a second run of a
+For each corpus size, engine and store, in a fresh process: a manifest of N synthetic clips is written directly, then
+one extraction of a synthetic feature set (88 float32 scalars like eGeMAPS + a 400-frame float32 series per clip,
+made from the clip id, no decoding) into a fresh store, `engine.chunk_size` rows per file, then a second run of a
 downstream set that reads each clip's upstream row (with its series) from the store, as `fer_embedding` reads
-`faces`. Reported: the driver's peak RSS over both runs (planning, units, upstream rows, sink: the local engine's
-worker is the driver process; with the peak after imports, for reference), rows/s of the first run (planning +
-writing) and of the downstream run, the number of files before and after compaction (target 128 MiB),
-and `FeatureStore.load` of one scalar column vs the whole table (seconds and bytes read through read syscalls,
-/proc/self/io).
+`faces`. Engine: local (the default), or Ray with each number of actors given to `--workers` (a local Ray session
+started before the timed runs; actors start inside them). Store: a local folder, or (`s3`) a SeaweedFS S3 server on
+loopback started once for the benchmark the way the tests start it (tests/s3_server.py). Reported: the driver's peak
+RSS over both runs (planning, units, upstream rows, sink: the local engine's worker is the driver process; with the
+peak after imports, for reference), rows/s of the first run (planning + writing) and of the downstream run, the
+number of files before and after compaction (target 128 MiB), and `FeatureStore.load` of one scalar column vs the
+whole table (seconds and bytes read through read syscalls, /proc/self/io: a local store's reads only).
 """
 from __future__ import annotations
 
 import _setup  # noqa: F401  (repository on sys.path)
 
 import argparse
+import contextlib
 import hashlib
 import json
 import resource
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +40,13 @@ from pipelines.extractor import LOCAL_KINDS, BaseExtractor
 from pipelines.manifest import MANIFEST_SCHEMA, to_table
 
 FRAMES = 400
+BENCHMARKS = Path(__file__).resolve().parent
+KINDS = {"synthetic": "scale:Synthetic", "synthetic_downstream": "scale:SyntheticDownstream"}
+
+
+def register() -> None:
+    """Make the synthetic kinds known to this process (a Ray worker runs it as its setup hook)."""
+    LOCAL_KINDS.update(KINDS)
 
 
 class Synthetic(BaseExtractor):
@@ -78,18 +91,30 @@ def _bytes_read() -> int:
     return int(next(line.split()[1] for line in open("/proc/self/io") if line.startswith("rchar")))
 
 
-def one_size(n: int, chunk: int) -> dict:
+def _start_ray() -> None:
+    import ray
+    ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": f"{BENCHMARKS}:{BENCHMARKS.parent}"},
+                          "worker_process_setup_hook": "scale.register"})
+
+
+def one_size(n: int, chunk: int, workers: int = 0, store_uri: str = "") -> dict:
+    """One corpus size: the local engine, or Ray with `workers` actors; the store in a temporary folder or at
+    `store_uri`."""
     from pipelines.plan import run_extraction
     from pipelines.store import FeatureStore
     from pipelines.store.compaction import compact
     import torch  # noqa: F401  (the local engine's thread pinning imports it: part of the baseline, not of the run)
-    LOCAL_KINDS["synthetic"] = "scale:Synthetic"
-    LOCAL_KINDS["synthetic_downstream"] = "scale:SyntheticDownstream"
+    register()
+    if workers:
+        _start_ray()
     baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tmp = Path(tempfile.mkdtemp(prefix="aver-scale-"))
     _manifest(tmp / "manifests", n)
-    params = {"paths": {"manifests": str(tmp / "manifests"), "store": str(tmp / "store")},
-              "engine": {"name": "local", "chunk_size": chunk},
+    engine = {"name": "ray", "chunk_size": chunk, "ray": {"workers": workers}} if workers else {
+        "name": "local", "chunk_size": chunk}
+    params = {"paths": {"manifests": str(tmp / "manifests"), "store": store_uri or str(tmp / "store")},
+              "engine": engine,
               "features": {"syn": {"extractor": "synthetic", "params": {}},
                            "down": {"extractor": "synthetic_downstream", "params": {}}}}
     t0 = time.perf_counter()
@@ -100,10 +125,12 @@ def one_size(n: int, chunk: int) -> dict:
     down_seconds = time.perf_counter() - t0
     assert (summary.extracted, down.extracted) == (n, n), (summary, down)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    store = FeatureStore(tmp / "store", tmp / "manifests")
+    store = FeatureStore(params["paths"]["store"], tmp / "manifests")
     files_before = len(store.shards("syn", "syn"))
     report = compact(store, "syn", "syn")
-    out = {"clips": n, "rows": summary.extracted, "seconds": round(seconds, 1), "rows_per_s": round(n / seconds),
+    out = {"clips": n, "engine": f"ray, {workers} workers" if workers else "local",
+           "store": "s3" if store_uri else "disk", "rows": summary.extracted, "seconds": round(seconds, 1),
+           "rows_per_s": round(n / seconds),
            "downstream_rows_per_s": round(n / down_seconds),
            "driver_peak_rss_mb": round(rss_mb), "rss_after_imports_mb": round(baseline_mb),
            "files_before": files_before, "files_after": report.files_after}
@@ -114,22 +141,47 @@ def one_size(n: int, chunk: int) -> dict:
         out[f"load_{label}_mb"] = round((_bytes_read() - start) / 2**20, 1)
         assert len(df) == n
     subprocess.run(["rm", "-rf", str(tmp)], check=True)
+    if workers:
+        import ray
+        ray.shutdown()
     return out
+
+
+def _measure(n: int, chunk: int, workers: int, store_uri: str) -> None:
+    cmd = [sys.executable, __file__, "--one", str(n), "--chunk-size", str(chunk), "--one-workers", str(workers),
+           "--one-store", store_uri]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    print(done.stdout.strip().splitlines()[-1], flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, nargs="+", default=[1000, 5000, 20000])
     ap.add_argument("--chunk-size", type=int, default=32, help="rows per file written by a run (params default)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[0],
+                    help="Ray actors, one measurement each (0: the local engine, the default)")
+    ap.add_argument("--stores", nargs="+", choices=["disk", "s3"], default=["disk"],
+                    help="where the store is: a local folder, a SeaweedFS S3 server on loopback, or both")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)      # internal: measure one size in this process
+    ap.add_argument("--one-workers", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--one-store", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one_size(args.one, args.chunk_size)))
+        print(json.dumps(one_size(args.one, args.chunk_size, args.one_workers, args.one_store)))
         return
-    for n in args.clips:
-        done = subprocess.run([sys.executable, __file__, "--one", str(n), "--chunk-size", str(args.chunk_size)],
-                              capture_output=True, text=True, check=True)
-        print(done.stdout.strip().splitlines()[-1], flush=True)
+    with contextlib.ExitStack() as stack:
+        s3 = None
+        if "s3" in args.stores:         # one server for all the measurements; its AWS_* variables reach the children
+            sys.path.insert(0, str(BENCHMARKS.parent / "tests"))
+            from s3_server import seaweed
+            s3 = stack.enter_context(seaweed(Path(stack.enter_context(tempfile.TemporaryDirectory()))))
+        for n in args.clips:
+            for store in args.stores:
+                for workers in args.workers:
+                    uri = s3.uri(f"scale-{uuid.uuid4().hex}") if store == "s3" else ""
+                    _measure(n, args.chunk_size, workers, uri)
 
 
 if __name__ == "__main__":

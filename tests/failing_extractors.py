@@ -2,7 +2,8 @@
 
 `Transient` raises an OSError on the first attempt at some clips, `Broken` raises a RuntimeError while
 `Broken.broken` is set, `Dies` kills its worker process when it meets clip 1 (the first time only, given a
-marker file that remembers it across processes), `NoSpeech` has a clip fault (ClipError) on clip 0; `Slow` takes
+marker file that remembers it across processes; leaving one file per death in the folder `tries` if given),
+`NoSpeech` has a clip fault (ClipError) on clip 0; `Slow` takes
 `seconds` per clip (so that two runs overlap); `FlakyDownstream` needs an `up` feature set and fails once per clip.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ def corpus(root: Path, manifests: Path) -> dict:
 
 
 class _Tone(BaseExtractor):
-    defaults = {"marker": "", "seconds": 0.0}
+    defaults = {"marker": "", "seconds": 0.0, "tries": ""}
 
     def schema(self) -> pa.Schema:
         return pa.schema([("index", pa.int32())])
@@ -75,6 +76,8 @@ class Dies(_Tone):
         if item["clip_id"].endswith("_1") and not (marker and marker.exists()):
             if marker:
                 marker.touch()
+            if self.params["tries"]:
+                (Path(self.params["tries"]) / f"{os.getpid()}-{time.time_ns()}").touch()
             os._exit(1)         # the worker dies the way an OOM kill would: no exception, no cleanup
         return super().extract(item)
 
