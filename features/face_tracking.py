@@ -15,7 +15,8 @@ The detector runs on the current frame instead (re-detection) when
   * or a face's fit degrades: the first fit's box overlaps the previous box by IoU < `MIN_STEP_IOU` (a jump the
     landmarks should not make in one frame), the box centre leaves the frame, or the face no longer looks like it
     did at its detection (normalised cross-correlation of 24x24 grayscale box thumbnails < `MIN_SIMILARITY`:
-    occlusion, the face turning away or leaving).
+    occlusion, the face turning away or leaving). If that detection finds fewer faces than were followed, the
+    detector runs on the next frames too, until they are found again or the next scheduled detection.
 """
 from __future__ import annotations
 
@@ -76,16 +77,21 @@ class FaceFollower:
         self.cuts = ShotCuts()
         self.faces: dict[int, tuple[Anchor, np.ndarray]] = {}     # track id -> (anchor, row in the previous frame)
         self.since = None         # frames since the last detection
+        self.wanted = 0           # > 0: searching for faces lost by a degraded fit (how many were followed)
+        self.search_left = 0      # detections left to that search
 
     def due(self, frame: np.ndarray) -> tuple[bool, bool]:
-        """(whether to detect on this frame by schedule or cut, whether it is a cut)."""
+        """(whether to detect on this frame: schedule, cut or search; whether it is a cut)."""
         cut = self.cuts(frame)
-        return cut or self.since is None or self.since + 1 >= self.every, cut
+        return cut or self.since is None or self.since + 1 >= self.every or self.wanted > 0, cut
 
     def detected(self, gray: np.ndarray, ids: list[int], rows: np.ndarray, points: list) -> None:
         self.since = 0
         self.faces = {track_id: (Anchor.of(gray, row, p), row)
                       for track_id, row, p in zip(ids, rows, points) if p is not None}
+        if self.wanted:         # a lost face is searched for on the next frames, up to the next scheduled detection
+            self.search_left -= 1
+            self.wanted = 0 if len(self.faces) >= self.wanted or self.search_left <= 0 else self.wanted
 
     def follow(self, gray: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]] | None:
         """Track id -> (row, 68 points) on this frame for every face of the previous one; None if a fit degraded."""
@@ -93,6 +99,7 @@ class FaceFollower:
         for track_id, (anchor, previous) in self.faces.items():
             fitted = self._fit(gray, anchor, previous)
             if fitted is None:
+                self.wanted, self.search_left = len(self.faces), self.every - 1
                 return None
             moved[track_id] = fitted
         self.since += 1
