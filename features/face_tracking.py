@@ -30,6 +30,7 @@ CUT_THUMB = 32
 MIN_STEP_IOU = 0.5      # measured >= 0.8 on the real clips at 5 fps (docs/face_detection.md "Causal tracking")
 MIN_SIMILARITY = 0.6    # measured >= 0.8 for the same face 1 s after its detection
 FACE_THUMB = 24
+REFIT_BELOW_IOU = 0.9   # a face that moved less is not fitted a second time (half the landmark CPU)
 
 
 class ShotCuts:
@@ -107,11 +108,14 @@ class FaceFollower:
         return moved
 
     def _fit(self, gray: np.ndarray, anchor: Anchor, previous: np.ndarray):
-        first = anchor.row(self.shapes(gray, previous[:4]))
-        if box_iou(first[:4], previous[:4]) < MIN_STEP_IOU:
-            return None
-        points = self.shapes(gray, first[:4])
+        points = self.shapes(gray, previous[:4])
         row = anchor.row(points)
+        step = box_iou(row[:4], previous[:4])
+        if step < MIN_STEP_IOU:
+            return None
+        if step < REFIT_BELOW_IOU:      # moved: fitted again in its new box, as after a detection
+            points = self.shapes(gray, row[:4])
+            row = anchor.row(points)
         x, y = (row[0] + row[2]) / 2, (row[1] + row[3]) / 2
         height, width = gray.shape
         if not (0 <= x < width and 0 <= y < height) or _similarity(_look(gray, row[:4]), anchor.look) < MIN_SIMILARITY:
