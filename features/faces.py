@@ -139,7 +139,7 @@ class FacesExtractor(BaseExtractor):
                 continue
             if probe is None:
                 probe = self.detector.detect([_resized(frame, detect_size)])[0]
-            detections, probe = _to_frame_pixels(probe, size, detect_size), None
+            detections, probe = _to_frame_pixels(probe, frame.shape[1::-1], detect_size), None
             self._detected(index, frame, gray, detections, cut, tracker, schedule, follower, faces)
         return self._row(item, times, faces, tracker, size, detect_size)
 
