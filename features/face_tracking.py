@@ -2,11 +2,11 @@
 
 The `faces` extractor runs RetinaFace on a schedule (every `detect_every`-th sampled frame) and, in between, moves
 each face found in the previous frame with dlib's 68-point predictor (features.landmarks): the points are fitted in
-the previous frame's box on the new frame, and their extent gives the new box; the points are fitted again in that
-box, as they are in a detector box after a detection, and the detector-style row (box, score, 5 landmarks) comes
-from them through the face's *anchor*: how the detector's box and 5 points sat relative to the 68-point extent at
-its last detection (so a tracked box keeps the detector's framing, not dlib's). Only past and current frames are
-used, so a live window needs no later detection.
+the previous frame's box on the new frame, and the detector-style row (box, score, 5 landmarks) comes from them
+through the face's *anchor*: where the detector's box and 5 points sat relative to the 68 points at its last
+detection (so a tracked box keeps the detector's framing, not dlib's). A face that moved (IoU < `REFIT_BELOW_IOU`
+with its previous box) is fitted again in its new box, as it is in a detector box after a detection. Only past and
+current frames are used, so a live window needs no later detection.
 
 The detector runs on the current frame instead (re-detection) when
   * a detection is due (`detect_every` frames since the last one),
