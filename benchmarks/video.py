@@ -9,8 +9,8 @@ through `FacesExtractor.process`, after one warm-up clip (model loading is not a
 wall time of `--repeats` runs (the least disturbed by other jobs on a shared machine) and the CPU time of that run,
 split into decode (a separate decode-only pass), detection and dlib. "lm5 dev" is the mean distance, in inter-ocular
 distances, between each configuration's 5 landmarks and those of the first configuration run (by default
-detect_every 1 at the first --face-px), over frames where both found the face: the price of interpolating or of
-detecting smaller. `--threads` sets torch's intra-op threads and the decoder's threads; `--pin` restricts the
+detect_every 1 at the first --face-px), over frames where both found the face: the price of tracking between
+detections or of detecting smaller. `--threads` sets torch's intra-op threads and the decoder's threads; `--pin` restricts the
 process to that many cores. The 1-minute load average is printed: on
 a busy machine, multi-threaded wall times are inflated (OpenMP threads wait for descheduled peers).
 """

@@ -1,10 +1,12 @@
 """`faces`: the visual front end. One row per (clip, variant): the main face in every sampled frame.
 
-decode (features.video_io, variant applied) -> RetinaFace on a downscaled copy, batched over the clip's frames
-(through ONNX Runtime on CPU, features.onnx_runtime)
--> tracks (features.tracking) -> for every tracked face: aligned crop from the full-resolution frame
-(features.alignment), dlib's 68 points and geometry (features.landmarks) -> main track's per-frame columns
-+ clip statistics. Faces are described while streaming, so memory stays bounded by one detector batch of frames.
+decode (features.video_io, variant applied) -> RetinaFace on a downscaled copy of every `detect_every`-th frame
+(through ONNX Runtime on CPU, features.onnx_runtime) -> tracks (features.tracking); in between, each face is
+followed causally from the previous frame by its 68 landmarks (features.face_tracking: a shot cut or a degraded
+fit makes the detector run on the current frame) -> for every face: aligned crop from the full-resolution frame
+(features.alignment), dlib's 68 points and geometry (features.landmarks) -> main track's per-frame columns + clip
+statistics. Frames are handled one at a time, in order, using only past frames, so memory stays bounded by one
+frame and `aver live` windows need nothing after their last frame.
 With `identity` (default), detected faces also get dlib's face descriptor (features.face_identity; on the schedule of
 features.identity_schedule: new tracks, every `identity_every`-th detection of a track, shot cuts): tracks
 are linked by identity as well as position, tracks of one person split by a gap or a shot cut are merged, and the
@@ -19,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from itertools import islice
 from typing import ClassVar
 
 import cv2
@@ -29,21 +30,21 @@ import pyarrow as pa
 from features import active_speaker, mouth_motion
 from features.alignment import align_face, encode_image
 from features.face_identity import FaceDescriber
+from features.face_tracking import FaceFollower
 from features.identity_schedule import IdentitySchedule, describe_due
 from features.onnx_runtime import check_runtime
 from features.landmarks import MEASURES, STATISTICS, ShapePredictor68, clip_statistics, measures
-from features.tracking import Tracker, Track, confirmed, interpolate, merge_by_identity, pick_main
+from features.tracking import Tracker, Track, confirmed, merge_by_identity, pick_main
 from features.video_io import item_frames
 from pipelines.extractor import BaseExtractor, ClipError
 
-DETECT_BATCH = 8        # keyframes per detector forward pass (most of the batching gain, bounded memory)
 MIN_DETECT_SIDE = 160   # never shrink the detector input's long side below this
 
 
 @dataclass
 class Face:
     row: np.ndarray             # detector row: box, score, 5 landmarks (full-resolution pixels)
-    detected: bool              # False: interpolated between two detections (detect_every > 1)
+    detected: bool              # False: tracked from the previous frame by its landmarks (features.face_tracking)
     crop: bytes
     landmarks68: np.ndarray | None
     geometry: np.ndarray | None     # landmarks.MEASURES
@@ -51,15 +52,16 @@ class Face:
 
 class FacesExtractor(BaseExtractor):
     kind: ClassVar[str] = "faces"
-    # 2: openness ratios and solvePnP head pose; 3: main track = the speaking one; 4: speaker from mouth motion
-    version: ClassVar[str] = "4"
+    # 2: openness ratios and solvePnP head pose; 3: main track = the speaking one; 4: speaker from mouth motion;
+    # 5: faces between detections tracked causally by their landmarks (were interpolated), detect_every 5
+    version: ClassVar[str] = "5"
     modality: ClassVar[str] = "video"
     # NaN marks frames without the main face (and landmark statistics of a clip where dlib found none)
     nan_columns: ClassVar[tuple[str, ...]] = ("boxes", "scores", "landmarks5", "landmarks68", *MEASURES, "stat_*",
                                               "identity_spread")
     defaults: ClassVar[dict] = {
         "fps": 5.0, "model": "mnet025", "max_side": 640, "face_px": 160, "score_threshold": 0.5,
-        "crop_size": 112, "crop_format": "png", "detect_every": 2, "device": "cpu", "landmarks68": True,
+        "crop_size": 112, "crop_format": "png", "detect_every": 5, "device": "cpu", "landmarks68": True,
         "identity": True, "identity_threshold": 0.6, "identity_every": 5, "active_speaker": True,
         "runtime": "auto",
     }
@@ -101,12 +103,15 @@ class FacesExtractor(BaseExtractor):
     def setup(self) -> None:
         from features.retinaface import RetinaFaceDetector   # torch import only where the extractor runs
         p = self.params
-        # Frames reach the detector already shrunk (see _detect_size), hence no max_side of its own.
+        # Frames reach the detector already shrunk (see _detect_size), hence no max_side of its own; one at a time,
+        # since whether a frame is detected depends on tracking the previous one.
         self.detector = RetinaFaceDetector(model=p["model"], device=p["device"], score_threshold=p["score_threshold"],
-                                           max_side=None, batch_size=DETECT_BATCH, runtime=p["runtime"],
+                                           max_side=None, batch_size=1, runtime=p["runtime"],
                                            num_threads=max(1, int(self.resources.num_cpus)))
-        # dlib aligns the face for its descriptor from the 68 points: identity needs them even when not stored.
-        self.shapes = ShapePredictor68() if p["landmarks68"] or p["identity"] else None
+        # dlib aligns the face for its descriptor from the 68 points, and tracking between detections follows
+        # them: both need them even when they are not stored.
+        tracking = int(p["detect_every"]) > 1
+        self.shapes = ShapePredictor68() if p["landmarks68"] or p["identity"] or tracking else None
         self.describer = FaceDescriber() if p["identity"] else None
 
     def extract(self, item: dict) -> dict:
@@ -115,24 +120,27 @@ class FacesExtractor(BaseExtractor):
         every = int(self.params["detect_every"])
         tracker = Tracker(max_gap=max(5, 2 * every), max_identity_dist=float(self.params["identity_threshold"]))
         schedule = IdentitySchedule(int(self.params["identity_every"]))
+        follower = FaceFollower(self.shapes, every)
         faces: dict[tuple[int, int], Face] = {}     # (track id, frame index) -> face
         times: list[float] = []
-        detect_size, first_detections, size = None, None, None
+        detect_size, probe, size = None, None, None
         frames = item_frames(item, self.params["fps"], threads=max(1, math.ceil(self.resources.num_cpus)))
-        for runs in _batched(_runs(frames, every), DETECT_BATCH):
+        for index, (t, frame) in enumerate(frames):
+            times.append(t)
             if detect_size is None:
-                first = runs[0][-1][2]
-                size = first.shape[1::-1]
-                detect_size, first_detections = self._detect_size(first)
-            keyframes = [run[-1] for run in runs]
-            todo = keyframes[1:] if first_detections is not None else keyframes
-            found = self.detector.detect([_resized(frame, detect_size) for _, _, frame in todo])
-            if first_detections is not None:
-                found, first_detections = [first_detections] + found, None
-            for run, detections in zip(runs, found):
-                times += [t for _, t, _ in run]
-                full = _to_frame_pixels(detections, run[-1][2].shape[1::-1], detect_size)
-                self._track_run(run, full, tracker, schedule, faces, every)
+                size = frame.shape[1::-1]
+                detect_size, probe = self._detect_size(frame)
+            gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+            due, cut = follower.due(frame)
+            followed = None if due else follower.follow(gray)
+            if followed is not None:
+                for track_id, (row, points) in followed.items():
+                    faces[track_id, index] = self._describe(frame, row, points, detected=False)
+                continue
+            if probe is None:
+                probe = self.detector.detect([_resized(frame, detect_size)])[0]
+            detections, probe = _to_frame_pixels(probe, frame.shape[1::-1], detect_size), None
+            self._detected(index, frame, gray, detections, cut, tracker, schedule, follower, faces)
         return self._row(item, times, faces, tracker, size, detect_size)
 
     def _detect_size(self, frame: np.ndarray) -> tuple[tuple[int, int], np.ndarray | None]:
@@ -149,32 +157,19 @@ class FacesExtractor(BaseExtractor):
         scale = min(base, max(base * face_px / tallest, MIN_DETECT_SIDE / long_side))
         return (_scaled(width, height, base), probe) if scale == base else (_scaled(width, height, scale), None)
 
-    def _track_run(self, run, detections: np.ndarray, tracker: Tracker, schedule: IdentitySchedule, faces: dict,
-                   every: int) -> None:
-        """Track the run's keyframe (its last frame) and describe its faces (dlib descriptors on `schedule`); faces
-        tracked across the run's earlier frames (only when detect_every > 1) are interpolated and described too."""
-        key_index, _, key_frame = run[-1]
-        points = self._points(key_frame, detections)
+    def _detected(self, index: int, frame: np.ndarray, gray: np.ndarray, detections: np.ndarray, cut: bool,
+                  tracker: Tracker, schedule: IdentitySchedule, follower: FaceFollower, faces: dict) -> None:
+        """Track a detected frame's faces, describe them (dlib descriptors on `schedule`) and anchor them for
+        the frames that follow (features.face_tracking)."""
+        points = [self.shapes(gray, row[:4]) for row in detections] if self.shapes else [None] * len(detections)
         descriptors = None
         if self.describer is not None:
-            due = schedule.due(tracker, key_index, key_frame, detections)
-            descriptors = describe_due(self.describer, key_frame, detections, points, due)
-        ids = tracker.update(key_index, detections, descriptors)
+            due = schedule.due(tracker, index, detections, cut)
+            descriptors = describe_due(self.describer, frame, detections, points, due)
+        ids = tracker.update(index, detections, descriptors)
+        follower.detected(gray, ids, detections, points)
         for track_id, row, face_points in zip(ids, detections, points):
-            faces[track_id, key_index] = self._describe(key_frame, row, face_points, detected=True)
-        between = {index: frame for index, _, frame in run[:-1]}
-        for track_id in ids:
-            for index, row in interpolate(tracker.tracks[track_id], list(between), every).items():
-                frame = between[index]
-                faces[track_id, index] = self._describe(frame, row, self._points(frame, row[None])[0],
-                                                        detected=False)
-
-    def _points(self, frame: np.ndarray, detections: np.ndarray) -> list[np.ndarray | None]:
-        """dlib's 68 points of each detected face (None each without landmarks68)."""
-        if self.shapes is None or not len(detections):
-            return [None] * len(detections)
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        return [self.shapes(gray, row[:4]) for row in detections]
+            faces[track_id, index] = self._describe(frame, row, face_points, detected=True)
 
     def _describe(self, frame: np.ndarray, row: np.ndarray, points: np.ndarray | None, detected: bool) -> Face:
         size = int(self.params["crop_size"])
@@ -248,25 +243,6 @@ class FacesExtractor(BaseExtractor):
         boxes = {t.track_id: t.boxes for t in tracks}
         previous = active_speaker.hinted_track(boxes, item.get("speaker_hint"))
         return active_speaker.decide(item, times, mouths, boxes, motion, previous)
-
-
-def _runs(frames, every: int):
-    """Sampled frames as runs [(index, time, frame), ...], each ending with a frame the detector sees: frames
-    0, k, 2k, ... and always the clip's last frame (so interpolation never extrapolates)."""
-    run = []
-    for index, (t, frame) in enumerate(frames):
-        run.append((index, t, frame))
-        if index % every == 0:
-            yield run
-            run = []
-    if run:
-        yield run
-
-
-def _batched(iterable, n: int):
-    iterator = iter(iterable)
-    while batch := list(islice(iterator, n)):
-        yield batch
 
 
 def _scaled(width: int, height: int, scale: float) -> tuple[int, int]:

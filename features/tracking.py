@@ -180,20 +180,6 @@ def pick_main(tracks: list[Track], n_detected_frames: int, width: int, height: i
     return max(tracks, key=lambda t: main_track_score(t, n_detected_frames, width, height))
 
 
-def interpolate(track: Track, frames: list[int], max_span: int) -> dict[int, np.ndarray]:
-    """Detector rows (box, score, landmarks) linearly interpolated at those `frames` that lie strictly between two
-    detections of the track at most `max_span` frames apart (no guessing across longer dropouts)."""
-    known = np.asarray(track.frames)
-    rows = np.stack(track.detections)
-    out = {}
-    for f in frames:
-        k = int(np.searchsorted(known, f))
-        if 0 < k < len(known) and known[k] != f and known[k] - known[k - 1] <= max_span:
-            w = (f - known[k - 1]) / (known[k] - known[k - 1])
-            out[f] = ((1 - w) * rows[k - 1] + w * rows[k]).astype(np.float32)
-    return out
-
-
 def _areas(boxes: np.ndarray) -> np.ndarray:
     return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
 

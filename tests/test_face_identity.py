@@ -13,6 +13,7 @@ import yaml
 from conftest import shared_path
 from features.face_identity import FaceDescriber, cluster, identity_report
 from features.faces import FacesExtractor
+from features.face_tracking import ShotCuts
 from features.identity_schedule import IdentitySchedule
 from features.tracking import Track, Tracker, merge_by_identity
 from test_video_io import write_video
@@ -195,14 +196,16 @@ def test_identity_schedule_describes_new_tracks_every_nth_detection_and_cuts():
     shot = np.full((120, 160, 3), 90, np.uint8)
     plan = []
     for frame in range(5):
-        due = schedule.due(tracker, frame, shot, face)
+        due = schedule.due(tracker, frame, face, cut=False)
         tracker.update(frame, face, [np.zeros(128, np.float32) if due[0] else None])
         plan.append(due[0])
     assert plan == [True, False, False, True, False] and len(tracker.tracks) == 1
     # a face where no track is starts one: described; the known face is not due yet
     two = np.concatenate([face, face + np.float32([60, 0, 60, 0] + [0] * 11)])
-    assert schedule.due(tracker, 5, shot, two) == [False, True]
-    # a shot cut (another picture altogether): every face of the keyframe is described
-    assert schedule.due(tracker, 5, np.full_like(shot, 200), face) == [True]
+    assert schedule.due(tracker, 5, two, cut=False) == [False, True]
+    # a shot cut (another picture altogether): every face of the frame is described
+    cuts = ShotCuts()
+    assert not cuts(shot) and not cuts(shot + 10) and cuts(np.full_like(shot, 200))
+    assert schedule.due(tracker, 5, face, cut=True) == [True]
     with pytest.raises(ValueError, match="identity_every"):
         FacesExtractor(identity_every=0)

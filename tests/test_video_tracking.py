@@ -1,8 +1,7 @@
-"""Tracking on synthetic box sequences: crossing faces, dropouts, main-track choice, interpolation."""
+"""Tracking on synthetic box sequences: crossing faces, dropouts, main-track choice."""
 import numpy as np
-import pytest
 
-from features.tracking import Tracker, Track, confirmed, interpolate, pick_main
+from features.tracking import Tracker, confirmed, pick_main
 
 
 def det(cx, cy, size, score=0.99):
@@ -77,13 +76,3 @@ def test_confirmed_drops_one_frame_tracks_unless_nothing_else():
     lone = Tracker()
     run(lone, [[det(100, 100, 50)]])
     assert [t.track_id for t in confirmed(lone.tracks)] == [0]
-
-
-def test_interpolation_is_linear_and_stays_within_max_span():
-    track = Track(0)
-    track.add(0, det(100, 100, 50))
-    track.add(2, det(120, 100, 70))
-    track.add(8, det(200, 100, 50))
-    filled = interpolate(track, [1, 2, 4, 9], max_span=2)
-    assert list(filled) == [1]                    # 2 is a detection, 4 lies in a 6-frame gap, 9 is after the end
-    assert filled[1] == pytest.approx(det(110, 100, 60), abs=1e-4)
