@@ -48,8 +48,8 @@ from pipelines.probe import probe  # noqa: E402
 FACES = ("mead_m030", "ravdess_01", "crema_1001_ang", "meld_dia1")
 HELD_OUT_UTTERANCES = ("crema_1001_hap", "crema_1001_sad", "crema_1001_dis", "crema_1001_fea", "crema_1001_neu")
 PAIRS = {   # tuning: the pairs the method's constants were chosen on. heldout: CREMA-D actor 1001's five other
-    # utterances, each next to the three other faces: never used to choose anything (the first 4 pairs were run once
-    # with the earlier method, 88.3 %; the other 11 were added unseen with the two-cue synchrony)
+    # utterances, each next to the three other faces: never used to choose a constant (BENCHMARKS.md lists each
+    # evaluation made on them, and what it decided)
     "tuning": tuple(itertools.combinations(FACES, 2)),
     "heldout": tuple((u, f) for u in HELD_OUT_UTTERANCES for f in ("mead_m030", "ravdess_01", "meld_dia1")),
 }

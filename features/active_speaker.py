@@ -2,17 +2,11 @@
 
 A speaker's mouth moves with the loudness of the speech: the syllable rhythm (3-8 Hz) shows in both the mouth's
 motion energy at the video's own frame rate (features.mouth_motion: 5 sampled frames a second would alias it) and
-the speech envelope. Two audio cues are read at every frame instant, at a few delays of the sound behind the lips
-(0-120 ms; the cues are computed at shifted instants, so the delay does not depend on the frame rate):
-  - `level`: the log-energy around the instant, floored at SILENCE_DB: the speaker's mouth moves while there is
-    sound and rests in the pauses (a listener's mouth that moves while nobody is heard scores low);
-  - `syllables`: the same less its mean over the DETREND_S around the instant: the syllables' rise and fall
-    without the loudness of phrases, which a listener who talks at the same time follows as well.
-Per face track, the synchrony score is the mean over the two cues of the Pearson correlation between its mouth
-motion and the cue at the cue's best delay: the speaker follows the voice both in its pauses and syllable by
-syllable. A listener's mouth may move too (smiles, its own earlier speech), but not in time with someone else's
-voice; a face whose mouth does not move at all (median motion under MIN_MOTION grey levels: a still picture) never
-speaks.
+the speech envelope. Per face track, the synchrony score is the Pearson correlation between its mouth motion at
+every frame and the audio's log-energy around those instants, at the best of a few delays of the sound behind the
+lips (0-120 ms; the envelope is computed at shifted instants, so the delay does not depend on the frame rate). A
+listener's mouth may move too (smiles, its own earlier speech), but not in time with someone else's voice; a face
+whose mouth does not move at all (median motion under MIN_MOTION grey levels: a still picture) never speaks.
 
 The speaking track is the best-scoring one when its score is above `MIN_SYNC`; a previous decision (the live
 speaker) stays unless another track beats it by `HYSTERESIS`, so the choice does not flicker between windows.
@@ -59,51 +53,43 @@ def speech_envelope(signal: np.ndarray, sr: int, times: np.ndarray,
         return np.where(ok, np.maximum(SILENCE_DB, 10 * np.log10(np.maximum(power, 1e-12))), np.nan)
 
 
-def audio_cues(signal: np.ndarray, sr: int, times: np.ndarray) -> np.ndarray:
-    """(2, len(times)): the speech envelope (`level`) and its contrast to the mean over the DETREND_S around each
-    instant (`syllables`) at `times`. Computed on an ENVELOPE_RATE grid, so they do not depend on the frame rate;
-    NaN where the envelope is."""
+def syllable_envelope(signal: np.ndarray, sr: int, times: np.ndarray) -> np.ndarray:
+    """The speech envelope at `times` less its mean over the DETREND_S around each instant: the syllables' rise and
+    fall without the slower loudness of phrases (which a listener's moving mouth may follow as well). Computed on an
+    ENVELOPE_RATE grid, so it does not depend on the frame rate; NaN where the envelope is."""
     grid = np.arange(0.0, len(signal) / sr, 1.0 / ENVELOPE_RATE)
-    if len(grid) < 2:
-        return np.full((2, len(times)), np.nan)
     level = speech_envelope(signal, sr, grid)
     known = np.isfinite(level)
-    kernel = np.ones(max(1, round(DETREND_S * ENVELOPE_RATE)))
+    width = max(1, round(DETREND_S * ENVELOPE_RATE))
+    kernel = np.ones(width)
     total = np.convolve(np.where(known, level, 0.0), kernel, mode="same")
     count = np.convolve(known.astype(np.float64), kernel, mode="same")
     with np.errstate(invalid="ignore", divide="ignore"):
         contrast = level - total / count
-    times = np.asarray(times, np.float64)
-    return np.stack([np.interp(times, grid, cue, left=np.nan, right=np.nan) for cue in (level, contrast)])
+    if len(grid) < 2:
+        return np.full(len(times), np.nan)
+    return np.interp(np.asarray(times, np.float64), grid, contrast, left=np.nan, right=np.nan)
 
 
 def delayed_envelopes(signal: np.ndarray, sr: int, times: np.ndarray) -> np.ndarray:
-    """(2 cues, len(SOUND_DELAYS_S), len(times)): `audio_cues` at each frame instant plus each candidate delay."""
-    times = np.asarray(times, np.float64)
-    return np.stack([audio_cues(signal, sr, times + d) for d in SOUND_DELAYS_S], axis=1)
-
-
-def _correlation(motion: np.ndarray, cue: np.ndarray) -> float:
-    """Pearson correlation on the frames where both are known; NaN when fewer than MIN_FRAMES, the cue or the
-    motion is constant, or the mouth does not move (median motion under MIN_MOTION)."""
-    ok = np.isfinite(motion) & np.isfinite(cue)
-    m, e = motion[ok], cue[ok]
-    if ok.sum() < MIN_FRAMES or np.median(m) < MIN_MOTION or np.std(m) < 1e-9 or np.std(e) < 1e-6:
-        return np.nan
-    return float(np.corrcoef(m, e)[0, 1])
+    """(len(SOUND_DELAYS_S), len(times)): the syllable envelope at each frame instant plus each candidate delay."""
+    return np.stack([syllable_envelope(signal, sr, np.asarray(times, np.float64) + d) for d in SOUND_DELAYS_S])
 
 
 def synchrony(motion: np.ndarray, envelopes: np.ndarray) -> float:
-    """Mean over the cues of the best correlation (over the delays) of a mouth motion series with the cue
-    (`delayed_envelopes`, NaN where absent); NaN when a cue gives no correlation at any delay."""
+    """Best Pearson correlation of a mouth motion series with the delayed envelopes (NaN where absent); NaN when
+    fewer than MIN_FRAMES frames have both, the envelope or the motion is constant, or the mouth does not move
+    (median motion under MIN_MOTION)."""
+    best = np.nan
     motion = np.asarray(motion, np.float64)
-    best = []
-    for delayed in envelopes:
-        r = [_correlation(motion, cue) for cue in delayed]
-        if not np.isfinite(r).any():
-            return np.nan
-        best.append(np.nanmax(r))
-    return float(np.mean(best))
+    for envelope in envelopes:
+        ok = np.isfinite(motion) & np.isfinite(envelope)
+        m, e = motion[ok], envelope[ok]
+        if ok.sum() < MIN_FRAMES or np.median(m) < MIN_MOTION or np.std(m) < 1e-9 or np.std(e) < 1e-6:
+            continue
+        r = float(np.corrcoef(m, e)[0, 1])
+        best = r if not np.isfinite(best) else max(best, r)
+    return best
 
 
 def choose_speaker(scores: dict, previous=None):
@@ -148,7 +134,7 @@ def _rounded(value, digits: int = 4):
 
 
 def clip_envelopes(item: dict, times: np.ndarray) -> np.ndarray | None:
-    """`delayed_envelopes` of the work item's clean audio at the given frame times; None without usable audio."""
+    """Delayed envelopes of the work item's clean audio at the given frame times; None without usable audio."""
     try:
         signal, sr = load_audio({**item, "variant": "clean"}, CLIP_SAMPLE_RATE)
     except ClipError:        # no audio stream, digital silence, ...: nothing to synchronise with
@@ -174,7 +160,7 @@ def decide(item: dict, times: list[float], mouths: dict[int, np.ndarray], boxes:
     frame_tracks = []
     for i, t in enumerate(times):
         span = np.abs(frame_times - t) <= FRAME_WINDOW_S / 2
-        local = {k: synchrony(m[span], envelopes[..., span]) for k, m in energy.items() if np.isfinite(mouths[k][i])}
+        local = {k: synchrony(m[span], envelopes[:, span]) for k, m in energy.items() if np.isfinite(mouths[k][i])}
         chosen = choose_speaker(local, track)
         frame_tracks.append(-1 if chosen is None else chosen)
     return Speaker(track, frame_tracks, scores, medians, mouths, motion)

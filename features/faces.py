@@ -51,9 +51,8 @@ class Face:
 
 class FacesExtractor(BaseExtractor):
     kind: ClassVar[str] = "faces"
-    # 2: openness ratios and solvePnP head pose; 3: main track = the speaking one; 4: speaker from mouth motion;
-    # 5: synchrony also with the envelope's level (the speaker's mouth rests in the voice's pauses)
-    version: ClassVar[str] = "5"
+    # 2: openness ratios and solvePnP head pose; 3: main track = the speaking one; 4: speaker from mouth motion
+    version: ClassVar[str] = "4"
     modality: ClassVar[str] = "video"
     # NaN marks frames without the main face (and landmark statistics of a clip where dlib found none)
     nan_columns: ClassVar[tuple[str, ...]] = ("boxes", "scores", "landmarks5", "landmarks68", *MEASURES, "stat_*",
