@@ -13,11 +13,11 @@ Accuracy: every pair of four real talking faces of tests/two_faces.SOURCES side 
 which the method's constants were chosen) or 15 pairs never used to choose anything (`--pairs heldout`: five other
 CREMA-D utterances, each next to the MEAD, RAVDESS and MELD faces), each face in turn being the one heard, or 16
 clips where one of the four faces is heard next to a real talking face that has no sound (`--pairs mute`: MEAD
-W009, W011 and M030 style clips, RAVDESS actor 19; the listener talks but is never heard). The
-clip is cut into live windows (1 s every 0.5 s); each window runs the `faces` extractor (params.yaml params) and
-the live SpeakerMemory, and counts as right when the speaking face's box is on the heard face's half. Windows where
-no face is declared speaking count as wrong. Also the batch decision per whole clip, and per clip its windows
-(+ right, - wrong face, ? none).
+W009, W011 and M030 style clips, RAVDESS actor 19; the listener talks but is never heard). The clip is cut into
+live windows (1 s every 0.5 s); each window runs the `faces` extractor (params.yaml params) and the live
+SpeakerMemory, and counts as right when the speaking face's box is on the heard face's half. Windows where no face is
+declared speaking count as wrong. Also the batch decision per whole clip, and per clip its windows (+ right, - wrong
+face, ? none).
 """
 from __future__ import annotations
 
