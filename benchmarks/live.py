@@ -10,10 +10,14 @@ the sound of the left face) is streamed as MPEG-TS over loopback TCP at 1x and r
 written), dropped windows, and the time from the end of the stream to the last output.
 
 Accuracy: every pair of four real talking faces of tests/two_faces.SOURCES side by side (`--pairs tuning`, on
-which the method's constants were chosen) or four pairs with other utterances (`--pairs heldout`), each face in
-turn being the one heard; the clip is cut into live windows (1 s every 0.5 s); each window runs the `faces` extractor
-(params.yaml params) and the live SpeakerMemory, and counts as right when the speaking face's box is on the heard
-face's half. Windows where no face is declared speaking count as wrong. Also the batch decision per whole clip.
+which the method's constants were chosen) or 15 pairs never used to choose anything (`--pairs heldout`: five other
+CREMA-D utterances, each next to the MEAD, RAVDESS and MELD faces), each face in turn being the one heard, or 16
+clips where one of the four faces is heard next to a real talking face that has no sound (`--pairs mute`: MEAD
+W009, W011 and M030 style clips, RAVDESS actor 19; the listener talks but is never heard). The clip is cut into
+live windows (1 s every 0.5 s); each window runs the `faces` extractor (params.yaml params) and the live
+SpeakerMemory, and counts as right when the speaking face's box is on the heard face's half. Windows where no face is
+declared speaking count as wrong. Also the batch decision per whole clip, and per clip its windows (+ right, - wrong
+face, ? none).
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(_setup.ROOT / "tests"))
-from two_faces import SIDE, SOURCES, compose, serve_mpegts  # noqa: E402
+from two_faces import SIDE, SILENT_TALKERS, SOURCES, compose, serve_mpegts  # noqa: E402
 
 from features.audio_io import decode_native  # noqa: E402
 from features.faces import FacesExtractor  # noqa: E402
@@ -44,10 +48,16 @@ from pipelines.predict import windows  # noqa: E402
 from pipelines.probe import probe  # noqa: E402
 
 FACES = ("mead_m030", "ravdess_01", "crema_1001_ang", "meld_dia1")
-PAIRS = {   # tuning: the pairs the method's constants were chosen on; heldout: other utterances, not looked at before
-    "tuning": tuple(itertools.combinations(FACES, 2)),
-    "heldout": (("crema_1001_hap", "ravdess_01"), ("crema_1001_hap", "meld_dia1"), ("crema_1001_sad", "mead_m030"),
-                ("crema_1001_sad", "ravdess_01")),
+HELD_OUT_UTTERANCES = ("crema_1001_hap", "crema_1001_sad", "crema_1001_dis", "crema_1001_fea", "crema_1001_neu")
+PAIRS = {   # (left, right, heard side): tuning: the pairs the method's constants were chosen on, each face heard in
+    # turn. heldout: CREMA-D actor 1001's five other utterances, each next to the three other faces, each heard in
+    # turn. mute: a face of FACES heard next to a real talking face without sound (SILENT_TALKERS), on either side.
+    # heldout and mute never chose a constant (BENCHMARKS.md lists each evaluation made on them and what it decided).
+    "tuning": tuple((a, b, heard) for a, b in itertools.combinations(FACES, 2) for heard in (0, 1)),
+    "heldout": tuple((u, f, heard) for u in HELD_OUT_UTTERANCES for f in ("mead_m030", "ravdess_01", "meld_dia1")
+                     for heard in (0, 1)),
+    "mute": tuple((f, m, 0) if i % 2 == 0 else (m, f, 1)
+                  for i, (f, m) in enumerate(itertools.product(FACES, SILENT_TALKERS))),
 }
 
 
@@ -55,27 +65,30 @@ def asd_accuracy(work: Path, faces_params: dict, window: float, hop: float, repe
     extractor = FacesExtractor(**faces_params)
     extractor.setup()
     right = total = silent = clip_right = 0
-    for a, b in pairs:
-        for heard in (0, 1):
-            path = compose(work / f"{a}-{b}-{heard}.mp4", [_setup.SHARED / "data" / SOURCES[a],
-                                                          _setup.SHARED / "data" / SOURCES[b]], heard, repeat=repeat)
-            item = {"clip_id": path.stem, "corpus": "bench", "path": path.name, "abspath": str(path),
-                    "variant": "clean", "content_hash": path.stem}
-            whole = extractor.extract(item)
-            clip_right += _on_side(json.loads(whole["speaking_tracks"]).get(str(whole["speaking_track"]), {}).get("box"),
-                                   heard)
-            memory = SpeakerMemory()
-            for start, end in windows(float(probe(path)["duration"]), window, hop):
-                window_item = {**item, "start": start, "end": end, "content_hash": f"{path.stem}@{start}",
-                               "speaker_hint": memory.box}
-                row = extractor.extract(window_item)
-                media = WindowMedia(decode_native(path, start, end), [], True)
-                face = memory.update(row, media, start)
-                total += 1
-                silent += face is None
-                right += face is not None and _on_side(face["box"], heard)
+    per_clip = {}
+    for a, b, heard in pairs:
+        sources = [_setup.SHARED / "data" / {**SOURCES, **SILENT_TALKERS}[name] for name in (a, b)]
+        path = compose(work / f"{a}-{b}-{heard}.mp4", sources, heard, repeat=repeat)
+        item = {"clip_id": path.stem, "corpus": "bench", "path": path.name, "abspath": str(path),
+                "variant": "clean", "content_hash": path.stem}
+        whole = extractor.extract(item)
+        speaking = json.loads(whole["speaking_tracks"]).get(str(whole["speaking_track"]), {})
+        clip_right += _on_side(speaking.get("box"), heard)
+        memory, marks = SpeakerMemory(), ""
+        for start, end in windows(float(probe(path)["duration"]), window, hop):
+            window_item = {**item, "start": start, "end": end, "content_hash": f"{path.stem}@{start}",
+                           "speaker_hint": memory.box}
+            row = extractor.extract(window_item)
+            media = WindowMedia(decode_native(path, start, end), [], True)
+            face = memory.update(row, media, start)
+            total += 1
+            silent += face is None
+            ok = face is not None and _on_side(face["box"], heard)
+            right += ok
+            marks += "+" if ok else "-" if face is not None else "?"
+        per_clip[path.stem] = marks
     return {"windows": total, "right": right, "accuracy": right / total, "no_speaker": silent,
-            "clips": 2 * len(pairs), "clips_right": clip_right}
+            "clips": len(pairs), "clips_right": clip_right, "per_clip": per_clip}
 
 
 def _on_side(box, heard: int) -> bool:

