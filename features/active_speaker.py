@@ -104,6 +104,12 @@ def choose_speaker(scores: dict, previous=None):
     return best
 
 
+def lead(scores: dict, track) -> float:
+    """How far `track`'s synchrony is ahead of the best other qualifying track's (inf when it is alone)."""
+    others = [s for t, s in scores.items() if t != track and np.isfinite(s) and s > MIN_SYNC]
+    return float(scores[track] - max(others)) if others else float("inf")
+
+
 @dataclass
 class Speaker:
     """The decision for one clip: its speaking track (None: nobody, or undecidable), that of each sampled frame

@@ -3,7 +3,9 @@
 One window is short (1 s), and a face's synchrony on it alone is noisy. So the live run keeps the last HISTORY_S
 seconds of audio and, for every face it has seen in that time (matched from window to window by box overlap), its
 mouth motion at each frame (features.mouth_motion, from the window's `faces` row), and decides the speaker on that
-history with features.active_speaker's synchrony and hysteresis. Overlapping windows hold the same frames and the
+history with features.active_speaker's synchrony and hysteresis. The hysteresis protects a speaker only once it
+has led every other face by its margin: a first decision made on a near tie (the first second of a stream) is
+revised as soon as the history says otherwise, instead of being held. Overlapping windows hold the same frames and the
 same audio: each frame and each sample is remembered once, and the envelope is computed on the continuous audio.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ class SpeakerMemory:
     def __init__(self):
         self.faces: dict[int, dict] = {}       # id -> {"box", "last", "motion": {frame time: motion}}
         self.speaker: int | None = None
+        self.confirmed = False      # the speaker once led every other face by HYSTERESIS: only then is it protected
         self.audio, self.audio_start = np.zeros(0, np.float32), 0.0     # NaN where a window was never heard
         self._ids = itertools.count()
 
@@ -55,7 +58,10 @@ class SpeakerMemory:
             if len(times):
                 envelopes = active_speaker.delayed_envelopes(self.audio, SR, times - self.audio_start)
                 scores[face_id] = active_speaker.synchrony([face["motion"][t] for t in times], envelopes)
-        self.speaker = active_speaker.choose_speaker(scores, self.speaker)
+        chosen = active_speaker.choose_speaker(scores, self.speaker if self.confirmed else None)
+        self.confirmed = chosen is not None and ((self.confirmed and chosen == self.speaker)
+                                                 or active_speaker.lead(scores, chosen) >= active_speaker.HYSTERESIS)
+        self.speaker = chosen
         return self._report(len(tracks), scores.get(self.speaker))
 
     def _hear(self, signal: np.ndarray, start: float) -> None:
