@@ -81,7 +81,6 @@ def test_opensmile_clips_samples_beyond_full_scale_instead_of_wrapping_them(tmp_
         items.append({**item(*CREMA_16K_WAV), "clip_id": f"test/{name}", "abspath": str(tmp_path / f"{name}.wav")})
     ex, (loud_row, clipped_row) = run("opensmile", items)
     assert [loud_row[n] for n in ex.names] == [clipped_row[n] for n in ex.names]
-    assert loud_row["loudness_sma3_amean"] > 1.0      # the tone is loud, not a wrapped-around mess
 
 
 def test_opensmile_rejects_unknown_params():
