@@ -72,15 +72,26 @@ def fit_length(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.tile(x, reps)[offset:offset + n]
 
 
-@functools.lru_cache(maxsize=8)
-def _decoded(path: str, sr: int) -> np.ndarray:
-    """A noise source at `sr`, after the quality checks every clip passes (finite, not silent, not too short): a
-    source with inf samples has infinite power and would turn the mix into NaN. Noise files are reused across
-    many clips: keep the last few decoded (bounded: they can be long)."""
-    from features.audio_io import check_quality, decode_native, resample, to_mono   # audio_io imports this module
+@functools.lru_cache(maxsize=MIN_BABBLE_TALKERS + 1)
+def _native(path: str) -> tuple[np.ndarray, int]:
+    """A noise source as (mono samples, rate) at its own rate, after the quality checks every clip passes (finite,
+    not silent, not too short): a source with inf samples has infinite power and would turn the mix into NaN.
+    Kept for the clip's other feature sets: they mix its babble at their own rates (16 and 32 kHz), and decoding
+    each talker once, not once per rate, halves what babble costs (the talkers are random clips of the corpus, so
+    they are rarely the clip's own or the previous clip's)."""
+    from features.audio_io import check_quality, decode_native, to_mono   # audio_io imports this module
     decoded = decode_native(path)
     check_quality(decoded, Path(path).name)
-    x = resample(to_mono(decoded), decoded.rate, sr)
+    return to_mono(decoded), decoded.rate
+
+
+@functools.lru_cache(maxsize=8)
+def _decoded(path: str, sr: int) -> np.ndarray:
+    """A noise source at `sr`. Noise files are reused across many clips: keep the last few (bounded: they can be
+    long)."""
+    from features.audio_io import resample
+    samples, rate = _native(path)
+    x = resample(samples, rate, sr)
     x.flags.writeable = False
     return x
 

@@ -20,6 +20,11 @@ FEATURE_SETS = ("eGeMAPSv02", "ComParE_2016")
 # openSMILE's longest analysis frame (the 60 ms F0 window of eGeMAPS and ComParE): shorter input gives NaN
 # functionals ("Segment too short, filling with NaN") and no LLD frame; measured, 60 ms + 1 sample always works
 MIN_SECONDS = 0.060
+# opensmile hands openSMILE 16-bit PCM: it scales by 32768 and casts to int16, and a sample beyond full scale wraps
+# around (+1.15 became -0.85). A noise variant of a loud clip goes beyond it (the mix is not clipped, see
+# features/augment_audio.py: white or babble at 5 dB SNR on EmoDB reach 1.05-1.17). Clip to the int16 range first,
+# as a 16-bit recording of the mix would be.
+PCM16_MAX = 32767 / 32768
 
 
 def make_smile(feature_set: str, level: str) -> opensmile.Smile:
@@ -33,7 +38,7 @@ def feature_names(feature_set: str, level: str) -> tuple[str, ...]:
 
 class OpenSmileExtractor(BaseExtractor):
     kind = "opensmile"
-    version = "1"
+    version = "2"     # 2: samples beyond full scale clipped, not wrapped around by the int16 conversion
     modality = "audio"
     defaults = {"feature_set": "eGeMAPSv02", "level": "functionals", "sample_rate": 16000}
 
@@ -66,7 +71,7 @@ class OpenSmileExtractor(BaseExtractor):
             self.setup()
         clip = load_clip(item, self.params["sample_rate"])
         require_samples(clip, int(MIN_SECONDS * clip.sr) + 1, "openSMILE (its 60 ms pitch window)")
-        df = self.smile.process_signal(clip.signal, clip.sr)
+        df = self.smile.process_signal(np.clip(clip.signal, -1.0, PCM16_MAX), clip.sr)
         values = df[list(self.names)].to_numpy(dtype=np.float32)
         row = {"clipped_fraction": clip.clipped_fraction}
         if self.params["level"] == "functionals":

@@ -126,6 +126,24 @@ def test_babble_skips_unusable_peers_in_order(tmp_path):
     np.testing.assert_array_equal(mixed, load_audio(item("babble_snr5"), 16000)[0])
 
 
+def test_babble_decodes_each_talker_once_for_every_rate(monkeypatch):
+    """The feature sets of a clip mix its babble at 16 kHz (openSMILE, logmel) and 32 kHz (EfficientAT): each talker
+    (a random clip of the corpus) is decoded once for both, not once per rate, and the mix is the same."""
+    import features.audio_io as audio_io
+    import features.augment_audio as augment_audio
+    expected = {sr: load_audio(item("babble_snr5"), sr)[0] for sr in (16000, 32000)}
+    for module in (audio_io, augment_audio):     # start with no clip decoded
+        for cached in [f for f in vars(module).values() if hasattr(f, "cache_clear")]:
+            cached.cache_clear()
+    decoded = []
+    decode_native = audio_io.decode_native
+    monkeypatch.setattr(audio_io, "decode_native", lambda path, *a: decoded.append(path) or decode_native(path, *a))
+    for sr in (32000, 16000):
+        np.testing.assert_array_equal(load_audio(item("babble_snr5"), sr)[0], expected[sr])
+    talkers = item("babble_snr5")["peers"][:3]
+    assert sorted(decoded) == sorted([item("clean")["abspath"], *talkers])
+
+
 def test_video_variant_leaves_audio_clean():
     clean, _ = load_audio(item("clean"), 16000)
     np.testing.assert_array_equal(load_audio(item("blur"), 16000)[0], clean)

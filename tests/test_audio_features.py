@@ -69,6 +69,20 @@ def test_egemaps_lld_frames():
     assert np.all(np.asarray(row["frame_end"]) > np.asarray(row["frame_start"]))
 
 
+def test_opensmile_clips_samples_beyond_full_scale_instead_of_wrapping_them(tmp_path):
+    """A noise variant of a loud clip goes beyond full scale; openSMILE reads 16-bit PCM, and opensmile's int16 cast
+    wrapped +1.5 around to -0.5. The samples are clipped as a 16-bit recording would be."""
+    t = np.arange(16000) / 16000
+    loud = (1.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    clipped = np.clip(loud, -1.0, 32767 / 32768)
+    items = []
+    for name, x in (("loud", loud), ("clipped", clipped)):
+        sf.write(tmp_path / f"{name}.wav", x, 16000, subtype="FLOAT")
+        items.append({**item(*CREMA_16K_WAV), "clip_id": f"test/{name}", "abspath": str(tmp_path / f"{name}.wav")})
+    ex, (loud_row, clipped_row) = run("opensmile", items)
+    assert [loud_row[n] for n in ex.names] == [clipped_row[n] for n in ex.names]
+
+
 def test_opensmile_rejects_unknown_params():
     with pytest.raises(ValueError):
         build("opensmile", {"feature_set": "GeMAPS"})

@@ -155,7 +155,7 @@ def test_a_named_model_reads_only_its_own_feature_sets(run, tmp_path):
 def test_features_made_differently_from_training_are_refused(run, tmp_path):
     path = shared_path("data", "emodb", "wav", "03a04Wc.wav")
     saved = json.loads((run["models"] / "lgbm_audio" / "model.json").read_text())["feature_configs"]
-    assert saved["egemaps_functionals"] == {"kind": "opensmile", "version": "1",
+    assert saved["egemaps_functionals"] == {"kind": "opensmile", "version": "2",
                                             "params": {"feature_set": "eGeMAPSv02"}}
     changed = {**FEATURES["egemaps_functionals"], "params": {"feature_set": "ComParE_2016"}}
     params = {**run["params"], "features": {**FEATURES, "egemaps_functionals": changed}}

@@ -141,13 +141,14 @@ def run(members: list[Member], units: Spool, sink: Callable[[dict[str, Result]],
     ds = ds.flat_map(functools.partial(_read_spool, units.store_uri), num_cpus=0)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     tries = ray.remote(num_cpus=0, max_restarts=0, scheduling_strategy=here)(BatchTries).remote()
+    # Actor restarts and task resubmissions are unlimited by Ray Data's default for actor pools (max_restarts=-1,
+    # max_task_retries=-1; passing them to map_batches is deprecated since Ray 2.60): BatchTries bounds the tries.
     ds = ds.map_batches(RayExtractor,
                         fn_constructor_kwargs={"members": members, "policy": policy, "targets": sink.worker_targets(),
                                                "store": units.store_uri, "tries": tries},
                         batch_size=resources.batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=options.get("workers", 2)),
-                        num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
-                        max_restarts=-1, max_task_retries=-1)     # bounded by BatchTries, not by resubmissions
+                        num_cpus=resources.num_cpus, num_gpus=resources.num_gpus)
     try:
         for batch in ds.iter_batches(batch_size=1, batch_format="numpy"):
             for commit in batch["commit"]:
