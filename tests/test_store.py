@@ -15,7 +15,7 @@ import yaml
 from pipelines.extractor import variant_modality
 from pipelines.keyset import KeySet
 from pipelines.manifest import MANIFEST_SCHEMA, to_table
-from pipelines.store import FeatureStore, compaction
+from pipelines.store import FeatureStore, compaction, versions
 from training.data import columns_to_read
 
 
@@ -176,9 +176,10 @@ def test_compaction_keeps_the_content_and_readers_never_see_a_half_state(tmp_pat
     listed_early = store.shards("faces", "c")                  # a reader that listed before the compaction
     group = compaction.plan_groups(store.shards("faces", "c"), compaction.TARGET_BYTES)
     assert [len(g) for g in group] == [6]                      # the single ledger file is left alone
-    compaction.publish(store, "faces", "c", group[0])          # killed here: merged file live, small ones still there
+    compaction.publish(store, "faces", "c", group[0])          # the merged file live, small ones kept for old versions
     assert _content(store) == before and len(store.shards("faces", "c")) == 2
-    compaction.retire(store, group[0])
+    assert all(s.path.exists() for s in listed_early)
+    versions.vacuum(store, "faces", "c", retain_hours=0)       # no older version wanted: the small files go
     assert _content(store) == before and not any(s.path.exists() for s in listed_early if s.kind == "part")
     assert _content(store, "ledger") == ledger and store.verify("faces", "c").ok
 
@@ -190,8 +191,12 @@ def test_readers_keep_working_while_compaction_runs(tmp_path):
                                                  "content_hash": ["h"], "x": [float(i)]}),
                          {"kind": "faces", "fingerprint": "f"})
     before = _content(store)
+    def compact_and_vacuum():                                  # the replaced files deleted while readers read
+        report = compaction.compact(store, "faces", "c", 4000)             # a few merged files
+        versions.vacuum(store, "faces", "c", retain_hours=0)
+        return report
     with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(compaction.compact, store, "faces", "c", 4000)   # a few merged files
+        running = pool.submit(compact_and_vacuum)
         reads = 0
         while not running.done() or reads < 3:
             assert _content(store) == before

@@ -6,7 +6,12 @@ writers committing at once exactly one gets each version; the other reads the re
 one. A record adds files and removes files (compaction, prune); the live files are those added and not removed,
 replayed from the latest checkpoint (`<version>.checkpoint.json`, the live files at that version, written every
 CHECKPOINT_EVERY versions so a reader does not read every record). A file no commit names (a batch whose worker
-died and was resubmitted, a crashed run) is never read; `vacuum` deletes such files once they are old.
+died and was resubmitted, a crashed run) is never read; `clean_temporaries` deletes such files once they are old.
+
+Versions (time travel): the files live at any version are found the same way, replaying up to that version. A file a
+commit removes is not deleted: it stays a *tombstone* (which versions read it, when it was removed) until `aver
+store vacuum` (pipelines/store/versions.py) deletes the tombstones no wanted version reads and commits a record that
+forgets them. Checkpoints hold the tombstones too.
 
 Exactly once: an append commit never adds a key that is already live. Before each attempt the writer brings its
 view of the live keys up to date (records it has not seen) and rewrites a file whose keys another writer committed
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from pipelines.errors import UserError
 from pipelines.manifest import now
 
 if TYPE_CHECKING:
@@ -39,6 +45,10 @@ LEGACY = re.compile(r"^(part|ledger)-[0-9a-f]{12}(-\d{5}-of-\d{5})?\.parquet$")
 
 class Conflict(Exception):
     """Another commit removed a file this one replaces: plan again from a fresh snapshot."""
+
+
+class VersionUnavailable(UserError):
+    """A version asked for that the log does not have, or whose files a vacuum deleted."""
 
 
 @dataclass
@@ -61,7 +71,29 @@ class Staged:
 @dataclass
 class Snapshot:
     version: int                                            # -1: no commit yet
-    files: dict[str, dict] = field(default_factory=dict)    # live file name -> {"rows", "bytes"}
+    files: dict[str, dict] = field(default_factory=dict)    # live file name -> {"rows", "bytes", "version": added at}
+    removed: dict[str, dict] = field(default_factory=dict)  # tombstones: name -> its entry + "removed" (version) and
+                                                            # "removed_at" (time): read by versions [version, removed)
+
+    def apply(self, record: dict) -> None:
+        for name in record["remove"]:
+            if name in self.files:
+                self.removed[name] = {**self.files.pop(name), "removed": record["version"],
+                                      "removed_at": record["created_at"]}
+        for e in record["add"]:
+            self.files[e["name"]] = {"rows": e.get("rows"), "bytes": e.get("bytes"), "version": record["version"]}
+        for name in record.get("vacuum", ()):
+            self.removed.pop(name, None)
+        self.version = record["version"]
+
+    def checkpoint(self) -> bytes:
+        return json.dumps({"live": self.files, "removed": self.removed}, sort_keys=True).encode()
+
+    @classmethod
+    def of_checkpoint(cls, version: int, data: dict) -> "Snapshot":
+        if "live" not in data:          # written before tombstones: the live files only
+            return cls(version, {n: {"version": 0, **e} for n, e in data.items()})
+        return cls(version, dict(data["live"]), dict(data["removed"]))
 
 
 class CommitLog:
@@ -75,22 +107,30 @@ class CommitLog:
         self.cache: dict[str, dict] = {}
 
     # ---- reading ----------------------------------------------------------------------------------------
-    def snapshot(self) -> Snapshot:
-        """The live files at the latest version (before any commit: the files of an older store, see LEGACY)."""
+    def snapshot(self, version: int | None = None) -> Snapshot:
+        """The live files at `version` (default: the latest; before any commit: the files of an older store, see
+        LEGACY), replayed from the latest checkpoint at or before it."""
         for _ in range(ATTEMPTS):
             names = [i.base_name for i in self.files.entries(self.folder)]
             records = sorted(int(n[:20]) for n in names if re.fullmatch(r"\d{20}\.json", n))
-            checkpoints = [int(n[:20]) for n in names if re.fullmatch(r"\d{20}\.checkpoint\.json", n)]
-            base = max((c for c in checkpoints if c in records), default=None)
-            snap = Snapshot(-1) if base is None else Snapshot(base, dict(self._read(f"{base:020d}.checkpoint.json")))
-            if not records:
+            if not records and version is None:
                 return Snapshot(-1, self._legacy())
-            todo = [v for v in records if v > snap.version]
-            if todo != list(range(snap.version + 1, records[-1] + 1)):
-                continue                    # a listing that missed a record: list again
+            last = records[-1] if version is None else version
+            if not records or not 0 <= last <= records[-1]:
+                raise VersionUnavailable(f"{self.dir}: no version {version} (the log has "
+                                         f"{f'0 to {records[-1]}' if records else 'none'})")
+            checkpoints = [int(n[:20]) for n in names if re.fullmatch(r"\d{20}\.checkpoint\.json", n)]
+            base = max((c for c in checkpoints if c in records and c <= last), default=None)
+            snap = Snapshot(-1) if base is None else Snapshot.of_checkpoint(
+                base, self._read(f"{base:020d}.checkpoint.json"))
+            todo = [v for v in records if snap.version < v <= last]
+            if todo != list(range(snap.version + 1, last + 1)):
+                if version is None:
+                    continue                # a listing that missed a record: list again
+                raise VersionUnavailable(f"{self.dir}: version {version} can no longer be replayed (records of "
+                                         "the log before it were deleted)")
             for v in todo:
-                _apply(snap.files, self._read(f"{v:020d}.json"))
-            snap.version = records[-1]
+                snap.apply(self._read(f"{v:020d}.json"))
             return snap
         raise RuntimeError(f"{self.folder}: the commit log kept changing under {ATTEMPTS} listings")
 
@@ -107,12 +147,13 @@ class CommitLog:
         return {i.base_name: {"rows": None, "bytes": i.size} for i in infos if i.base_name not in replaced}
 
     # ---- committing -------------------------------------------------------------------------------------
-    def commit(self, add: list[Staged], remove: list[str] = (), op: str = "append") -> list[str]:
+    def commit(self, add: list[Staged], remove: list[str] = (), op: str = "append", forget: list[str] = ()
+               ) -> list[str]:
         """Make `add` live and `remove` not, in one atomic step; returns the names committed. An append drops the
         rows whose key is already live (rewriting that file); any other op raises Conflict if a file it removes is
-        no longer live."""
+        no longer live. `forget`: tombstones a vacuum deletes."""
         add = [s for s in add if s.rows]
-        if not add and not remove:
+        if not add and not remove and not forget:
             return []
         for _ in range(ATTEMPTS):
             self._catch_up(need_keys=op == "append")
@@ -127,13 +168,16 @@ class CommitLog:
             version = self.seen.version + 1
             record = {"version": version, "op": op, "created_at": now(), "remove": sorted(remove),
                       "add": [s.entry() for s in add]}
+            if forget:
+                record["vacuum"] = sorted(forget)
             if version == 0:    # the first commit adopts the files of an older store
                 record["add"] += [{"name": n, **e} for n, e in self.seen.files.items() if n not in remove]
             if self.files.create(self.folder / f"{version:020d}.json", json.dumps(record, sort_keys=True).encode()):
+                if version == 0:
+                    self.seen = Snapshot(-1)     # record 0 names every file it adopts: replay it as a reader does
                 self._advance(record, {s.name: s.keys for s in add})
                 if version and version % CHECKPOINT_EVERY == 0:
-                    self.files.write_bytes(self.folder / f"{version:020d}.checkpoint.json",
-                                           json.dumps(self.seen.files, sort_keys=True).encode())
+                    self.files.write_bytes(self.folder / f"{version:020d}.checkpoint.json", self.seen.checkpoint())
                 return [s.name for s in add]
         raise RuntimeError(f"{self.folder}: could not commit in {ATTEMPTS} attempts")
 
@@ -157,8 +201,7 @@ class CommitLog:
 
     def _advance(self, record: dict, keys: dict[str, list | None]) -> None:
         """Apply one record to `seen` and to the live keys."""
-        _apply(self.seen.files, record)
-        self.seen.version = record["version"]
+        self.seen.apply(record)
         if self.owner is None:
             return
         for name in record["remove"]:
@@ -195,13 +238,6 @@ class CommitLog:
         fresh = self.store.stage_table(kind, self.dir, table)
         fresh.keys = [k for k, kept in zip(keys, keep) if kept]
         return fresh
-
-
-def _apply(files: dict[str, dict], record: dict) -> None:
-    for name in record["remove"]:
-        files.pop(name, None)
-    for e in record["add"]:
-        files[e["name"]] = {"rows": e.get("rows"), "bytes": e.get("bytes")}
 
 
 def new_name(kind: str) -> str:
