@@ -364,3 +364,20 @@ def test_a_reader_starts_from_the_latest_checkpoint(tmp_path, monkeypatch):
     assert fresh.log("video", "c").snapshot() == store.log("video", "c").snapshot()
     assert sorted(fresh.read("video", "c").column("clip_id").to_pylist()) == ["c/0", "c/0", "c/1", "c/3", "c/4",
                                                                              "c/5", "c/6"]
+
+
+def test_the_committers_key_view_follows_other_writers_compactions(tmp_path, monkeypatch):
+    from pipelines.store import commits
+    monkeypatch.setattr(commits, "MERGE_KEYS", 0)            # the recent keys merged into the digest set each commit
+    store = _store(tmp_path)
+    for i in range(3, 6):
+        store.write_part("video", "c", _one_row(i), {"kind": "faces", "fingerprint": "f"})
+    other = FeatureStore(tmp_path / "s", tmp_path / "m")     # another process compacts, prunes c/5, adds c/6
+    compaction.compact(other, "video", "c")
+    keys = [(f"c/{i}", v) for i in range(5) for v in ("clean", "blur")]
+    assert other.prune("video", "c", "f", KeySet.of([([c for c, _ in keys], [v for _, v in keys], ["h"] * 10)])) == 1
+    other.write_part("video", "c", _one_row(6), {"kind": "faces", "fingerprint": "f"})
+    again = pa.concat_tables([_one_row(i) for i in (0, 4, 5, 6, 7)])   # c/0, c/4, c/6 are live; c/5 is not any more
+    store.write_part("video", "c", again, {"kind": "faces", "fingerprint": "f"})
+    ids = store.read("video", "c").column("clip_id").to_pylist()
+    assert sorted(ids) == ["c/0", "c/0", "c/1", "c/3", "c/4", "c/5", "c/6", "c/7"] and store.verify("video", "c").ok

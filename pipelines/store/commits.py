@@ -26,9 +26,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 
 from pipelines.errors import UserError
+from pipelines.keyset import DIGEST, KeySet, digests
 from pipelines.manifest import now
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 LOG = "_commits"
 CHECKPOINT_EVERY = 100
 ATTEMPTS = 1000
+MERGE_KEYS = 2**16      # the keys committed since the key view was built are merged into it past this many (+1/4)
 KEY = ["clip_id", "variant"]
 # Files of a store written before the commit log (12 hex digits; Beam's were numbered shards): adopted by the
 # first commit, so an older store keeps its rows. Files written since have 32 hex digits.
@@ -76,6 +79,8 @@ class Snapshot:
                                                             # "removed_at" (time): read by versions [version, removed)
 
     def apply(self, record: dict) -> None:
+        if record["version"] == 0:      # the first record names every file it adopts from an older store
+            self.files, self.removed = {}, {}
         for name in record["remove"]:
             if name in self.files:
                 self.removed[name] = {**self.files.pop(name), "removed": record["version"],
@@ -101,8 +106,9 @@ class CommitLog:
         self.store, self.files = store, store.files
         self.dir = store.dir(feature_set, corpus)
         self.folder = self.dir / LOG
-        self.owner: dict[tuple[str, str], str] | None = None    # live key -> its file, built on the first append
-        self.keys_of: dict[str, list] = {}
+        self.live: KeySet | None = None     # the live keys' digests, built on the first append (16 bytes a key)
+        self.recent: set[bytes] = set()     # digests of keys committed since `live` was built
+        self.started = False                # `seen` read once: from then on, only the records after it
         self.seen = Snapshot(-1)
         self.cache: dict[str, dict] = {}
 
@@ -173,8 +179,6 @@ class CommitLog:
             if version == 0:    # the first commit adopts the files of an older store
                 record["add"] += [{"name": n, **e} for n, e in self.seen.files.items() if n not in remove]
             if self.files.create(self.folder / f"{version:020d}.json", json.dumps(record, sort_keys=True).encode()):
-                if version == 0:
-                    self.seen = Snapshot(-1)     # record 0 names every file it adopts: replay it as a reader does
                 self._advance(record, {s.name: s.keys for s in add})
                 if version and version % CHECKPOINT_EVERY == 0:
                     self.files.write_bytes(self.folder / f"{version:020d}.checkpoint.json", self.seen.checkpoint())
@@ -182,51 +186,51 @@ class CommitLog:
         raise RuntimeError(f"{self.folder}: could not commit in {ATTEMPTS} attempts")
 
     def _catch_up(self, need_keys: bool) -> None:
-        """Bring `seen` (and, for an append, the live keys) to the latest version. Once the keys are known, only the
+        """Bring `seen` (and, for an append, the live keys) to the latest version. After the first snapshot only the
         records after `seen` are read, one by one until the first that does not exist yet (no listing of the log,
-        which grows with every commit)."""
-        if self.owner is None:
-            self.seen = self.snapshot()
-            if need_keys:
-                self.owner, self.keys_of = {}, {}
-                for name in self.seen.files:
-                    self._own(name, self._file_keys(name))
-            return
-        while True:
-            try:
-                record = self._read(f"{self.seen.version + 1:020d}.json")
-            except FileNotFoundError:
-                return
-            self._advance(record, {})
+        which grows with every commit). The keys are read from the live files when first needed, and again after
+        a commit removed files (compaction, prune: rare, and a file's keys are not kept to subtract them)."""
+        if not self.started:
+            self.seen, self.started = self.snapshot(), True
+        else:
+            while True:
+                try:
+                    record = self._read(f"{self.seen.version + 1:020d}.json")
+                except FileNotFoundError:
+                    break
+                self._advance(record, {})
+        if need_keys and self.live is None:
+            self.live, self.recent = KeySet.of(self._file_keys(n, columns=True) for n in self.seen.files), set()
 
     def _advance(self, record: dict, keys: dict[str, list | None]) -> None:
         """Apply one record to `seen` and to the live keys."""
         self.seen.apply(record)
-        if self.owner is None:
+        if self.live is None:
             return
-        for name in record["remove"]:
-            for k in self.keys_of.pop(name, []):
-                if self.owner.get(k) == name:
-                    del self.owner[k]
+        if record["remove"]:
+            self.live = None
+            return
         for e in record["add"]:
-            self._own(e["name"], keys.get(e["name"]) or self._file_keys(e["name"]))
+            self.recent.update(_digests(keys.get(e["name"]) or self._file_keys(e["name"])).tolist())
+        if len(self.recent) > MERGE_KEYS + len(self.live) // 4:      # merged now and then: amortised
+            self.live = KeySet([self.live.sorted, np.array(sorted(self.recent), dtype=DIGEST)])
+            self.recent = set()
 
-    def _own(self, name: str, keys: list) -> None:
-        self.keys_of[name] = keys
-        for k in keys:
-            self.owner[k] = name
-
-    def _file_keys(self, name: str) -> list[tuple[str, str]]:
+    def _file_keys(self, name: str, columns: bool = False):
+        """A file's (clip_id, variant) keys, or its two key columns."""
         t = self.files.read_table(self.dir / name, columns=KEY)
-        return list(zip(t.column(0).to_pylist(), t.column(1).to_pylist()))
+        ids, variants = t.column(0).to_pylist(), t.column(1).to_pylist()
+        return (ids, variants) if columns else list(zip(ids, variants))
 
     def _without_live_keys(self, staged: Staged, claimed: set) -> Staged | None:
         """The staged file, or a copy without the rows whose key is live or `claimed` (None if no row is left);
         adds the keys it keeps to `claimed`."""
         keys = staged.keys if staged.keys is not None else self._file_keys(staged.name)
         staged.keys = keys
-        keep = [k not in self.owner and k not in claimed for k in keys]
-        claimed.update(k for k, kept in zip(keys, keep) if kept)
+        found = _digests(keys)
+        live = self.live.has(found)
+        keep = [not was and d not in self.recent and d not in claimed for was, d in zip(live, found.tolist())]
+        claimed.update(d for d, kept in zip(found.tolist(), keep) if kept)
         if all(keep):
             return staged
         old = self.dir / staged.name
@@ -238,6 +242,10 @@ class CommitLog:
         fresh = self.store.stage_table(kind, self.dir, table)
         fresh.keys = [k for k, kept in zip(keys, keep) if kept]
         return fresh
+
+
+def _digests(keys: list[tuple[str, str]]) -> np.ndarray:
+    return digests([c for c, _ in keys], [v for _, v in keys])
 
 
 def new_name(kind: str) -> str:
