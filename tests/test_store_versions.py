@@ -1,5 +1,5 @@
-"""Reading the store as of a version (its commit log number), version files, and vacuum: on a folder and on a real
-S3 server (SeaweedFS, the `s3_server` fixture)."""
+"""Reading the store as of a version (its commit log number), version files, and vacuum: on a folder, on a real S3
+server (SeaweedFS, the `s3_server` fixture) and on a GCS emulator (fake-gcs-server, `gcs_server`)."""
 import json
 
 import pyarrow as pa
@@ -19,14 +19,14 @@ def _rows(ids: range, x: float) -> pa.Table:
                      "content_hash": ["h"] * len(ids), "x": [x] * len(ids)})
 
 
-@pytest.fixture(params=["folder", "s3"])
+@pytest.fixture(params=["folder", "s3", "gcs"])
 def store(request, tmp_path):
-    """The test store's manifest (clips c/0-c/2) with its `video` rows, on a folder or in an S3 bucket."""
+    """The test store's manifest (clips c/0-c/2) with its `video` rows, on a folder or in an S3 or GCS bucket."""
     local = _store(tmp_path)
     if request.param == "folder":
         return local
-    uri = request.getfixturevalue("s3_server").uri(f"versions-{request.node.originalname}")
-    return FeatureStore(uri, tmp_path / "m")
+    server = request.getfixturevalue(f"{request.param}_server")
+    return FeatureStore(server.uri(f"versions-{request.node.originalname}"), tmp_path / "m")
 
 
 def _history(store: FeatureStore, tmp_path):
