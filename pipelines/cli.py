@@ -84,6 +84,8 @@ def extract(feature_sets: list[str] = typer.Argument(None, help="feature sets (d
             limit: Optional[int] = typer.Option(None, help="extract at most N new items per feature set (smoke runs)"),
             compact_mb: Optional[int] = typer.Option(None, help="at the end, merge small store files into files "
                                                                 "of about this size (MiB)"),
+            versions_out: Optional[Path] = typer.Option(None, help="write the store versions the run produced to "
+                                                                   "this version file (a DVC output)"),
             params_file: Path = ParamsOpt) -> None:
     """Extract feature sets into the store (incremental: only new or changed clips). The feature sets of a corpus
     run together: one worker pool, each clip decoded once."""
@@ -102,6 +104,10 @@ def extract(feature_sets: list[str] = typer.Argument(None, help="feature sets (d
                          s.retryable, s.removed, f"{s.seconds:.1f}"])
     _table("extract", ["feature set", "corpus", "engine", "planned", "cached", "new rows", "new ledger",
                        "retryable", "pruned", "seconds"], rows)
+    if versions_out:
+        from pipelines.store import versions
+        versions.write(versions_out, versions.current(_store(params_file), [(fs, c) for c, fss in targets.items()
+                                                                            for fs in fss]))
     if retryable:
         console.print(f"[red]{retryable} items failed for reasons that are not their own[/] (worker lost, I/O or "
                       "unexpected error; `aver store show FS CORPUS --ledger` says which): they are not cached, "
@@ -326,11 +332,48 @@ def store_compact(feature_set: Optional[str] = typer.Argument(None, help="featur
     from pipelines.store.compaction import compact
     store = _store(params_file)
     rows = []
-    for fs in [feature_set] if feature_set else store.feature_sets():
-        for c in corpus or store.corpora(fs):
-            r = compact(store, fs, c, target_mb * 2**20)
-            rows.append([fs, c, r.files_before, r.files_after, r.rows])
+    for fs, c in _pairs(store, feature_set, corpus):
+        r = compact(store, fs, c, target_mb * 2**20)
+        rows.append([fs, c, r.files_before, r.files_after, r.rows])
     _table("compact", ["feature set", "corpus", "files before", "files after", "rows rewritten"], rows)
+
+
+def _pairs(store, feature_set: str | None, corpus: list[str] | None) -> list[tuple[str, str]]:
+    return [(fs, c) for fs in ([feature_set] if feature_set else store.feature_sets())
+            for c in corpus or store.corpora(fs)]
+
+
+@store_app.command("versions")
+def store_versions(feature_set: Optional[str] = typer.Argument(None, help="feature set (default: all)"),
+                   corpus: list[str] = typer.Option(None, "--corpus", "-c", help="corpus (repeatable)"),
+                   out: Optional[Path] = typer.Option(None, help="write them to this version file"),
+                   params_file: Path = ParamsOpt) -> None:
+    """The latest version of each feature set x corpus (its commit log's number); `--out` writes a version file
+    that `paths.store_versions` or `aver store vacuum --keep` reads."""
+    from pipelines.store import versions
+    store = _store(params_file)
+    found = versions.current(store, _pairs(store, feature_set, corpus))
+    if out:
+        versions.write(out, found)
+    _table("versions", ["feature set", "corpus", "version"], [[fs, c, v] for (fs, c), v in found.items()])
+
+
+@store_app.command("vacuum")
+def store_vacuum(feature_set: Optional[str] = typer.Argument(None, help="feature set (default: all)"),
+                 corpus: list[str] = typer.Option(None, "--corpus", "-c", help="corpus (repeatable)"),
+                 retain_versions: int = typer.Option(1, help="keep what the last N versions read"),
+                 retain_hours: float = typer.Option(168, help="keep what the versions of the last H hours read"),
+                 keep: list[Path] = typer.Option(None, help="keep the versions this version file (or folder of "
+                                                            "them) names (repeatable)"),
+                 params_file: Path = ParamsOpt) -> None:
+    """Delete the files compaction and prune replaced that no wanted version reads any more."""
+    from pipelines.store.versions import vacuum
+    store = _store(params_file)
+    rows = []
+    for fs, c in _pairs(store, feature_set, corpus):
+        r = vacuum(store, fs, c, retain_versions, retain_hours, keep or [])
+        rows.append([fs, c, r.version, r.deleted, f"{r.bytes / 2**20:.1f}", r.kept])
+    _table("vacuum", ["feature set", "corpus", "version", "files deleted", "MiB freed", "replaced files kept"], rows)
 
 
 def main() -> None:

@@ -27,7 +27,9 @@ def paths(params: dict) -> dict[str, Path]:
     p = params.get("paths", {})
     return {"manifests": _location(p.get("manifests", "data/manifests")),
             "store": _location(p.get("store", "data/store")),
-            "runs": Path(p.get("runs", "runs"))}
+            "runs": Path(p.get("runs", "runs")),
+            # version files (a file or a folder of them) pinning the store's reads for training (a store on S3)
+            "store_versions": Path(p["store_versions"]) if p.get("store_versions") else None}
 
 
 def feature_config(params: dict, feature_set: str) -> dict:

@@ -37,7 +37,10 @@ class KeySet:
 
     def contains(self, *columns: Sequence[str | None]) -> np.ndarray:
         """A boolean per position: is that key in the set."""
-        wanted = digests(*columns)
+        return self.has(digests(*columns))
+
+    def has(self, wanted: np.ndarray) -> np.ndarray:
+        """`contains`, for keys already digested."""
         if not len(self.sorted) or not len(wanted):
             return np.zeros(len(wanted), dtype=bool)
         at = np.minimum(np.searchsorted(self.sorted, wanted), len(self.sorted) - 1)

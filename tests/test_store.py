@@ -15,7 +15,7 @@ import yaml
 from pipelines.extractor import variant_modality
 from pipelines.keyset import KeySet
 from pipelines.manifest import MANIFEST_SCHEMA, to_table
-from pipelines.store import FeatureStore, compaction
+from pipelines.store import FeatureStore, compaction, versions
 from training.data import columns_to_read
 
 
@@ -176,9 +176,10 @@ def test_compaction_keeps_the_content_and_readers_never_see_a_half_state(tmp_pat
     listed_early = store.shards("faces", "c")                  # a reader that listed before the compaction
     group = compaction.plan_groups(store.shards("faces", "c"), compaction.TARGET_BYTES)
     assert [len(g) for g in group] == [6]                      # the single ledger file is left alone
-    compaction.publish(store, "faces", "c", group[0])          # killed here: merged file live, small ones still there
+    compaction.publish(store, "faces", "c", group[0])          # the merged file live, small ones kept for old versions
     assert _content(store) == before and len(store.shards("faces", "c")) == 2
-    compaction.retire(store, group[0])
+    assert all(s.path.exists() for s in listed_early)
+    versions.vacuum(store, "faces", "c", retain_hours=0)       # no older version wanted: the small files go
     assert _content(store) == before and not any(s.path.exists() for s in listed_early if s.kind == "part")
     assert _content(store, "ledger") == ledger and store.verify("faces", "c").ok
 
@@ -190,8 +191,12 @@ def test_readers_keep_working_while_compaction_runs(tmp_path):
                                                  "content_hash": ["h"], "x": [float(i)]}),
                          {"kind": "faces", "fingerprint": "f"})
     before = _content(store)
+    def compact_and_vacuum():                                  # the replaced files deleted while readers read
+        report = compaction.compact(store, "faces", "c", 4000)             # a few merged files
+        versions.vacuum(store, "faces", "c", retain_hours=0)
+        return report
     with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(compaction.compact, store, "faces", "c", 4000)   # a few merged files
+        running = pool.submit(compact_and_vacuum)
         reads = 0
         while not running.done() or reads < 3:
             assert _content(store) == before
@@ -359,3 +364,20 @@ def test_a_reader_starts_from_the_latest_checkpoint(tmp_path, monkeypatch):
     assert fresh.log("video", "c").snapshot() == store.log("video", "c").snapshot()
     assert sorted(fresh.read("video", "c").column("clip_id").to_pylist()) == ["c/0", "c/0", "c/1", "c/3", "c/4",
                                                                              "c/5", "c/6"]
+
+
+def test_the_committers_key_view_follows_other_writers_compactions(tmp_path, monkeypatch):
+    from pipelines.store import commits
+    monkeypatch.setattr(commits, "MERGE_KEYS", 0)            # the recent keys merged into the digest set each commit
+    store = _store(tmp_path)
+    for i in range(3, 6):
+        store.write_part("video", "c", _one_row(i), {"kind": "faces", "fingerprint": "f"})
+    other = FeatureStore(tmp_path / "s", tmp_path / "m")     # another process compacts, prunes c/5, adds c/6
+    compaction.compact(other, "video", "c")
+    keys = [(f"c/{i}", v) for i in range(5) for v in ("clean", "blur")]
+    assert other.prune("video", "c", "f", KeySet.of([([c for c, _ in keys], [v for _, v in keys], ["h"] * 10)])) == 1
+    other.write_part("video", "c", _one_row(6), {"kind": "faces", "fingerprint": "f"})
+    again = pa.concat_tables([_one_row(i) for i in (0, 4, 5, 6, 7)])   # c/0, c/4, c/6 are live; c/5 is not any more
+    store.write_part("video", "c", again, {"kind": "faces", "fingerprint": "f"})
+    ids = store.read("video", "c").column("clip_id").to_pylist()
+    assert sorted(ids) == ["c/0", "c/0", "c/1", "c/3", "c/4", "c/5", "c/6", "c/7"] and store.verify("video", "c").ok

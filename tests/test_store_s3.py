@@ -7,7 +7,7 @@ import pytest
 import failing_extractors
 from pipelines.extractor import LOCAL_KINDS
 from pipelines.plan import run_extraction
-from pipelines.store import FeatureStore, compaction
+from pipelines.store import FeatureStore, compaction, versions
 
 
 @pytest.fixture
@@ -35,8 +35,12 @@ def test_extract_load_and_compact_on_s3(s3, tmp_path, monkeypatch, request):
     assert (report.files_before, report.files_after) == (4, 2)          # 3 parts -> 1, the ledger file alone
     assert store.read("f", "c").to_pylist() == rows and store.verify("f", "c").ok
     fs, _ = pafs.FileSystem.from_uri(s3)                                # the objects are on the server
-    objects = [i.base_name for i in fs.get_file_info(pafs.FileSelector(f"aver/store-{request.node.name}/f/c"))]
-    assert sorted(name.split("-")[0] for name in objects) == ["_commits", "ledger", "part"]
+    listing = lambda: sorted(i.base_name for i in fs.get_file_info(
+        pafs.FileSelector(f"aver/store-{request.node.name}/f/c")))
+    assert len(listing()) == 1 + 3 + 2              # the log, the 3 replaced parts (for older versions), the live 2
+    versions.vacuum(store, "f", "c", retain_hours=0)
+    assert listing() == sorted(["_commits"] + [s.path.name for s in store.shards("f", "c")])
+    assert store.read("f", "c").to_pylist() == rows
 
 
 def test_two_writers_at_once_on_s3(s3_server, tmp_path):

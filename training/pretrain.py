@@ -28,7 +28,7 @@ from features.emotion_cnn import build_net, read_checkpoint_info, save_checkpoin
 from pipelines.config import load_params, paths
 from pipelines.errors import BadParams, UnknownName
 from pipelines.manifest import read_manifest
-from pipelines.store import FeatureStore
+from pipelines.store.versions import reading_store
 from training.trainer import class_weights, torch_threads, train_loop
 from training.pretrain_samples import (Samples, augment_faces, face_samples, load_clips, logmel_statistics,
                                        speech_samples, split_speakers)
@@ -197,7 +197,7 @@ def pretrain(params: dict, which: str) -> Path:
     speakers = declared_speakers(cfg, p["manifests"])
     if params.get("train") is not None:
         check_pretrain_leakage(speakers, params["train"], p["manifests"])
-    store = FeatureStore(p["store"], p["manifests"])
+    store = reading_store(p)
     df, classes = load_clips(store, cfg, which, speakers, (params.get("train") or {}).get("label_sets") or {})
     y = df["emotion"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
     make = face_samples if which == "face" else speech_samples

@@ -22,6 +22,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pipelines.config import paths
 from pipelines.manifest import read_corpus_root
 from pipelines.store import FeatureStore
+from pipelines.store.versions import reading_store
 
 TEMPLATES = Path(__file__).parent / "templates"
 SKIPPED_RUN_DIRS = {"report", "predict"}
@@ -231,7 +232,7 @@ def render(context: dict) -> str:
 def write_report(params: dict) -> Path:
     """Write `<paths.runs>/report/index.html` from whatever the pipeline has produced so far; returns its path."""
     p = paths(params)
-    store = FeatureStore(p["store"], p["manifests"])
+    store = reading_store(p)
     runs = find_runs(p["runs"])
     context = {
         "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),

@@ -8,14 +8,14 @@ evaluate : `<runs>/train/` -> every metric, computed once, in the DVC metrics fi
 from __future__ import annotations
 
 from pipelines.config import paths
-from pipelines.store import FeatureStore
+from pipelines.store.versions import reading_store
 from training.evaluate import write_evaluation
 from training.run import train
 
 
 def train_stage(params: dict) -> dict:
     p = paths(params)
-    return train(params["train"], FeatureStore(p["store"], p["manifests"]), p["runs"] / "train")
+    return train(params["train"], reading_store(p), p["runs"] / "train")
 
 
 def evaluate_stage(params: dict) -> dict:

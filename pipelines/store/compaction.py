@@ -2,7 +2,8 @@
 
 Each group of small files becomes one merged file, published by one commit that adds it and removes them
 (pipelines/store/commits.py): a reader sees the small files or the merged one, never both nor neither. The
-replaced files are deleted afterwards; a reader still reading them starts again from the newer commit. If another
+replaced files stay, for readers of older versions, until `aver store vacuum` deletes those no wanted version
+reads (pipelines/store/versions.py). If another
 commit (a prune, another compaction) replaced one of the group's files first, the commit fails and the group is left
 to the next compaction, so a compaction never brings back rows a prune removed. Only files of the same kind and
 fingerprint are merged; rows are sorted by key, so the result is deterministic.
@@ -52,7 +53,7 @@ def publish(store: FeatureStore, feature_set: str, corpus: str, group: list[Shar
     first. Returns the merged rows."""
     try:
         tables = [store.files.read_table(s.path).replace_schema_metadata(None) for s in group]
-    except FileNotFoundError:       # replaced (and deleted) by another commit since the snapshot
+    except FileNotFoundError:       # replaced by another commit and vacuumed since the snapshot
         return None
     table = pa.concat_tables(tables, promote_options="permissive").sort_by([(k, "ascending") for k in KEY])
     meta = {k: v for k, v in group[-1].meta.items() if k not in ("feature_set", "corpus", "created_at")}
@@ -65,12 +66,6 @@ def publish(store: FeatureStore, feature_set: str, corpus: str, group: list[Shar
     return table
 
 
-def retire(store: FeatureStore, group: list[Shard]) -> None:
-    """Delete the replaced files (readers of an older commit read again)."""
-    for s in group:
-        store.files.delete(s.path)
-
-
 def compact(store: FeatureStore, feature_set: str, corpus: str, target_bytes: int = TARGET_BYTES) -> CompactionReport:
     store.clean_temporaries(feature_set, corpus)
     shards = store.shards(feature_set, corpus)
@@ -79,6 +74,5 @@ def compact(store: FeatureStore, feature_set: str, corpus: str, target_bytes: in
         merged = publish(store, feature_set, corpus, group)
         if merged is not None:
             report.rows += merged.num_rows
-            retire(store, group)
     report.files_after = len(store.shards(feature_set, corpus))
     return report

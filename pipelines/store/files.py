@@ -6,7 +6,11 @@ A file is written whole or not at all: locally to a temporary name then renamed;
 multipart) becomes visible only once complete, so there is no temporary name to clean. `create` writes a small file
 only if its name is free, atomically against every other writer (the commit log, pipelines/store/commits.py): a
 hard link on a local filesystem, a conditional PUT (`If-None-Match: *`, through boto3: pyarrow.fs has no
-conditional write) on S3 and S3-compatible servers (SeaweedFS, MinIO, Ceph).
+conditional write) on S3 and S3-compatible servers (SeaweedFS, MinIO, Ceph), an upload with the generation
+precondition `ifGenerationMatch=0` on Google Cloud Storage (through google-cloud-storage).
+
+`gs://bucket/prefix?anonymous=true` (which pyarrow's URI parser lacks for GCS, unlike S3) reads and writes without
+credentials: a public bucket, or an emulator given with `&endpoint_override=host:port&scheme=http`.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ class Files:
         self.uri = str(root)
         self._client = None         # boto3's, made on the first conditional write
         if is_uri(root):
-            self.fs, base = pafs.FileSystem.from_uri(self.uri)
+            self.fs, base = self._gcs_anonymous() or pafs.FileSystem.from_uri(self.uri)
             self.root: Path | PurePosixPath = PurePosixPath(base)
             self.local = False
         else:
@@ -122,7 +126,39 @@ class Files:
                 return False
             finally:
                 tmp.unlink()
+        if urlparse(self.uri).scheme == "gs":
+            return self._gcs_create(str(path), data)
         return self._s3_create(str(path), data)
+
+    def _gcs_anonymous(self):
+        """(filesystem, path) for a gs:// URI with `anonymous=true`, else None."""
+        url = urlparse(self.uri)
+        if url.scheme != "gs" or self._query().get("anonymous", "").lower() != "true":
+            return None
+        options = {k: v for k, v in self._query().items() if k in ("endpoint_override", "scheme")}
+        return pafs.GcsFileSystem(anonymous=True, **options), f"{url.netloc}{url.path}".rstrip("/")
+
+    def _gcs_create(self, name: str, data: bytes) -> bool:
+        try:
+            from google.api_core.exceptions import PreconditionFailed
+            from google.cloud import storage
+        except ImportError:
+            raise BadParams("a store on gs:// commits with google-cloud-storage: pip install 'aver[gcs]'") from None
+        if self._client is None:
+            query = self._query()
+            endpoint = query.get("endpoint_override")
+            anonymous = query.get("anonymous", "").lower() == "true"
+            if anonymous:
+                from google.auth.credentials import AnonymousCredentials
+            self._client = storage.Client(
+                project=query.get("project_id"), credentials=AnonymousCredentials() if anonymous else None,
+                client_options={"api_endpoint": f"{query.get('scheme', 'https')}://{endpoint}"} if endpoint else None)
+        bucket, _, key = name.partition("/")
+        try:
+            self._client.bucket(bucket).blob(key).upload_from_string(data, if_generation_match=0)
+            return True
+        except PreconditionFailed:      # 412: the name exists
+            return False
 
     def _s3_create(self, name: str, data: bytes) -> bool:
         import botocore.exceptions
@@ -141,7 +177,7 @@ class Files:
             url = urlparse(self.uri)
             if url.scheme != "s3":
                 raise BadParams(f"the store's commit log needs a create-if-absent write, which aver does for local "
-                                f"folders and s3:// only, not {url.scheme}://")
+                                f"folders, s3:// and gs:// only, not {url.scheme}://")
             try:
                 import boto3
             except ImportError:

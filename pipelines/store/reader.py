@@ -3,7 +3,9 @@
 Every read is a `pyarrow.dataset` over the live files of one feature set x corpus, with the column projection and
 a row filter pushed down to the Parquet reader (a column not asked for is never read from disk; row groups whose
 statistics exclude the filter are skipped). The files are those of one commit (pipelines/store/commits.py), so
-every key is read once; a compaction may delete them during the read, which is then done again on a newer one.
+every key is read once: the latest, or an older version the store is pinned to (pipelines/store/versions.py). A
+vacuum may delete files of the latest version once a newer commit replaced them; the read is then done again on the
+newer one.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import pyarrow.dataset as ds
 
 from pipelines.extractor import modality_of, variant_modality
 from pipelines.manifest import LEDGER_SCHEMA, read_manifest
+from pipelines.store.commits import VersionUnavailable
 
 if TYPE_CHECKING:
     from pipelines.store.table import FeatureStore
@@ -26,18 +29,19 @@ LABEL_COLUMNS = ["clip_id", "corpus", "speaker", "emotion", "emotion_orig", "spl
 LISTING_ATTEMPTS = 50
 
 
-def _live(store: "FeatureStore", feature_set: str, corpus: str, kind: str) -> list:
-    return [s for s in store.shards(feature_set, corpus) if s.kind == kind]
+def _live(store: "FeatureStore", feature_set: str, corpus: str, kind: str, version: int | None = None) -> list:
+    return [s for s in store.shards(feature_set, corpus, version) if s.kind == kind]
 
 
 def read(store: "FeatureStore", feature_set: str, corpus: str, kind: str = "part", columns: list[str] | None = None,
-         filter: pc.Expression | None = None) -> pa.Table:
-    """The rows of the live files of the latest commit. A compaction that commits during the read deletes the
-    files it replaced: the read then starts again from the newer commit (each retry means a compaction step
-    finished, so a finite number of them suffices)."""
+         filter: pc.Expression | None = None, version: int | None = None) -> pa.Table:
+    """The rows of the live files at `version` (default: the store's pinned one, else the latest). A compaction
+    then a vacuum during a read of the latest version may delete files it reads: the read then starts again from
+    the newer commit (each retry means a newer commit, so a finite number of them suffices)."""
+    version = store.versions.get((feature_set, corpus)) if version is None else version
     for _ in range(LISTING_ATTEMPTS):
         try:
-            shards = _live(store, feature_set, corpus, kind)
+            shards = _live(store, feature_set, corpus, kind, version)
             if not shards:
                 return (LEDGER_SCHEMA if kind == "ledger" else pa.schema([])).empty_table()
             schema = pa.unify_schemas([s.schema for s in shards], promote_options="permissive")
@@ -45,8 +49,9 @@ def read(store: "FeatureStore", feature_set: str, corpus: str, kind: str = "part
             data = ds.dataset(store.files.names(s.path for s in shards), schema=schema, format="parquet",
                               filesystem=store.files.fs)
             return data.to_table(columns=wanted, filter=filter)
-        except FileNotFoundError:       # replaced by a compaction since the snapshot
-            continue
+        except FileNotFoundError:       # replaced and vacuumed since the snapshot
+            if version is not None:
+                raise VersionUnavailable(f"{feature_set}/{corpus}: version {version} was vacuumed during the read")
     raise RuntimeError(f"{feature_set}/{corpus}: the store kept changing under {LISTING_ATTEMPTS} reads")
 
 
@@ -104,7 +109,7 @@ def load(store: "FeatureStore", feature_sets: list[str], corpora: list[str], var
 class RowsByKey:
     """A worker's reads of upstream rows by key. Each upstream set's live files are listed once, with the clip_id
     range of each (from its footer's statistics); a batch then reads only the files whose range meets the batch's
-    keys, with the key filter pushed down. Listed again if a file was retired by a compaction or a key is missing."""
+    keys, with the key filter pushed down. Listed again if a file was vacuumed after a newer commit or a key is missing."""
 
     def __init__(self, store: "FeatureStore"):
         self.store, self.indexes = store, {}
@@ -136,7 +141,7 @@ class RowsByKey:
             try:
                 table = ds.dataset(self.store.files.names(paths), schema=schema, format="parquet",
                                    filesystem=self.store.files.fs).to_table(filter=wanted) if paths else None
-            except FileNotFoundError:       # retired by a compaction since the listing
+            except FileNotFoundError:       # replaced and vacuumed since the listing
                 continue
             if table is not None:
                 rows = {k: r for r in table.to_pylist()

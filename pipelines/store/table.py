@@ -5,7 +5,8 @@ items), and the commit log `_commits/` naming the live ones (pipelines/store/com
 object store URI (pipelines/store/files.py). A file is written whole under a unique name (`stage`), then committed:
 a killed run leaves only files no commit names, never read; the next run plans the keys not yet live and every row
 ends up exactly once. Each file's schema metadata (`aver`) records the extractor kind, version, params, fingerprint
-and creation time.
+and creation time. A store object may be pinned to versions of the commit log (`versions`, pipelines/store/versions.py):
+its reads then see those versions, as a training run of an older git commit must.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pipelines.keyset import KeySet
 from pipelines.manifest import LEDGER_SCHEMA, now, to_table
 from pipelines.rowcheck import garbage_rows
 from pipelines.store import reader
-from pipelines.store.commits import CommitLog, Conflict, Staged, new_name
+from pipelines.store.commits import CommitLog, Conflict, Staged, VersionUnavailable, new_name
 from pipelines.store.files import Files, is_uri
 
 KEY = ["clip_id", "variant"]
@@ -57,11 +58,13 @@ class VerifyReport:
 
 
 class FeatureStore:
-    def __init__(self, root: str | Path, manifest_dir: str | Path):
+    def __init__(self, root: str | Path, manifest_dir: str | Path, versions: dict[tuple[str, str], int] | None = None):
+        """`versions`: (feature set, corpus) -> the commit log version its reads see (others: the latest)."""
         self.files = Files(root)
         self._logs: dict[tuple[str, str], CommitLog] = {}
         self.root = self.files.root
         self.manifest_dir = manifest_dir if is_uri(manifest_dir) else Path(manifest_dir)
+        self.versions = dict(versions or {})
 
     # ---- layout -------------------------------------------------------------------------------------------
     def dir(self, feature_set: str, corpus: str) -> Path | PurePosixPath:
@@ -78,21 +81,25 @@ class FeatureStore:
         """This feature set x corpus's commit log (one per store object: it caches the live keys it has read)."""
         return self._logs.setdefault((feature_set, corpus), CommitLog(self, feature_set, corpus))
 
-    def shards(self, feature_set: str, corpus: str) -> list[Shard]:
-        """The live files of the latest commit. A file may vanish between the snapshot and the read of its footer
-        (a compaction committed and deleted it): take a fresh snapshot then."""
+    def shards(self, feature_set: str, corpus: str, version: int | None = None) -> list[Shard]:
+        """The live files at `version` (default: the pinned one, else the latest). A file of the latest version may
+        vanish between the snapshot and the read of its footer (a vacuum deleted it after a newer commit): take a
+        fresh snapshot then."""
         d = self.dir(feature_set, corpus)
+        version = self.versions.get((feature_set, corpus)) if version is None else version
         for _ in range(reader.LISTING_ATTEMPTS):
             shards = []
             try:
-                for name, entry in sorted(self.log(feature_set, corpus).snapshot().files.items()):
+                for name, entry in sorted(self.log(feature_set, corpus).snapshot(version).files.items()):
                     schema = self.files.read_schema(d / name)
                     meta = json.loads((schema.metadata or {}).get(b"aver", b"{}"))
                     shards.append(Shard(d / name, name.split("-", 1)[0], meta, schema.remove_metadata(),
                                         entry["bytes"]))
                 return shards
             except FileNotFoundError:
-                continue
+                if version is not None:
+                    raise VersionUnavailable(f"{feature_set}/{corpus}: version {version} was vacuumed (its files "
+                                             "are deleted; `aver store vacuum --keep FILE` keeps a version)") from None
         raise RuntimeError(f"{feature_set}/{corpus}: the store kept changing under {reader.LISTING_ATTEMPTS} reads")
 
     def feature_sets(self) -> list[str]:
@@ -127,8 +134,10 @@ class FeatureStore:
         return Staged(path.name, table.num_rows, self.files.size(path), keys)
 
     def commit(self, feature_set: str, corpus: str, add: list[Staged | None], remove: list[str] = (),
-               op: str = "append") -> list[str]:
-        return self.log(feature_set, corpus).commit([s for s in add if s is not None], remove, op)
+               op: str = "append", forget: list[str] = ()) -> list[str]:
+        if self.versions:
+            raise RuntimeError("a store pinned to versions is read-only")
+        return self.log(feature_set, corpus).commit([s for s in add if s is not None], remove, op, forget)
 
     # ---- incremental bookkeeping -------------------------------------------------------------------------
     def done_keys(self, feature_set: str, corpus: str, fingerprint: str,
@@ -150,7 +159,7 @@ class FeatureStore:
                 continue
             try:
                 t = self.files.read_table(s.path, columns=KEY_COLUMNS + (["reason"] if s.kind == "ledger" else []))
-            except FileNotFoundError:       # merged by a compaction since the listing: the merged file has them
+            except FileNotFoundError:       # merged and vacuumed since the listing: the merged file has them
                 yield from self.key_batches(feature_set, corpus, fingerprint, include_retried, kind)
                 return
             if s.kind == "ledger" and not include_retried:
@@ -169,7 +178,8 @@ class FeatureStore:
 
         `valid` holds every planned (clip_id, variant, content_hash); ledger rows whose reason starts with one of
         `retry_reasons` are dropped too, so the next run tries them again. The rewritten files replace the old
-        ones in one commit. Returns the number of rows removed.
+        ones in one commit (they stay until a vacuum: older versions read them). Returns the number of rows
+        removed.
         """
         for _ in range(reader.LISTING_ATTEMPTS):
             removed, add, remove = 0, [], []
@@ -194,16 +204,15 @@ class FeatureStore:
                 for staged in add:
                     self.files.delete(self.dir(feature_set, corpus) / staged.name)
                 continue
-            for name in remove:
-                self.files.delete(self.dir(feature_set, corpus) / name)
             return removed
         raise RuntimeError(f"{feature_set}/{corpus}: could not prune, the store kept changing")
 
     def clean_temporaries(self, feature_set: str, corpus: str, older_than_s: float = VACUUM_AFTER_S) -> None:
-        """Remove leftovers of killed writers: temporary files and data files no commit names
-        (a crashed run's, a resubmitted batch's, those a compaction replaced) once `older_than_s` old."""
+        """Remove leftovers of killed writers: temporary files and data files no commit names (a crashed run's, a
+        resubmitted batch's, a killed vacuum's) once `older_than_s` old. Files an older version reads are kept."""
         d = self.dir(feature_set, corpus)
-        live = set(self.log(feature_set, corpus).snapshot().files)
+        snap = self.log(feature_set, corpus).snapshot()
+        live = set(snap.files) | set(snap.removed)
         for info in self.files.entries(d):
             if info.base_name.startswith(".") and info.base_name.endswith(".tmp"):
                 self.files.delete(d / info.base_name)
@@ -213,19 +222,22 @@ class FeatureStore:
 
     # ---- reading (pipelines/store/reader.py) ----------------------------------------------------------------
     def read(self, feature_set: str, corpus: str, kind: str = "part", columns: list[str] | None = None,
-             filter=None) -> pa.Table:
-        """The live rows of one kind, only `columns` and the rows matching `filter` (a pyarrow.compute expression,
-        pushed down to the Parquet reader)."""
-        return reader.read(self, feature_set, corpus, kind, columns, filter)
+             filter=None, version: int | None = None) -> pa.Table:
+        """The live rows of one kind (at `version`, default: the pinned one, else the latest), only `columns` and
+        the rows matching `filter` (a pyarrow.compute expression, pushed down to the Parquet reader)."""
+        return reader.read(self, feature_set, corpus, kind, columns, filter, version)
 
     def ledger(self, feature_set: str, corpus: str):
         return self.read(feature_set, corpus, "ledger").to_pandas()
 
     def load(self, feature_sets: list[str], corpora: list[str], variants: tuple[str, ...] = ("clean",),
-             columns: dict[str, list[str]] | None = None, speakers: list[str] | None = None):
+             columns: dict[str, list[str]] | None = None, speakers: list[str] | None = None, versions=None):
+        """`reader.load`; `versions` (a version file or folder of them, or {(feature set, corpus): version}) reads
+        those versions instead of this store's."""
+        if versions is not None:
+            from pipelines.store.versions import pinned
+            return reader.load(pinned(self, versions), feature_sets, corpora, variants, columns, speakers)
         return reader.load(self, feature_sets, corpora, variants, columns, speakers)
-
-    load.__doc__ = reader.load.__doc__
 
     def info(self, feature_set: str, corpus: str) -> dict:
         shards = self.shards(feature_set, corpus)
