@@ -14,7 +14,7 @@ Determinism: intra-op threads are pinned from the worker's CPU share (as torch's
 Same inputs then give the same bytes on every run of one machine; across machines they do not always: ORT's MLAS
 kernels and its NCHWc layout pass pick by instruction set (AVX-512 vs AVX2 vs SSE) at run time, and the released
 wheel has no switch to pin it (only a build-time choice). `runtime: torch` keeps the AVX2-pinned path of
-pipelines/cli.py where bytes must match across CPUs.
+pipelines/__init__.py where bytes must match across CPUs.
 """
 from __future__ import annotations
 

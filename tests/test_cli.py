@@ -54,10 +54,11 @@ def main(monkeypatch, *args):
     import io
 
     from pipelines import cli
+    from pipelines.cli import common
     out = io.StringIO()
     monkeypatch.setattr(sys, "stdout", out)      # the console writes to sys.stdout (its `file` stays unset)
     monkeypatch.setattr(sys, "argv", ["aver", *args])
-    monkeypatch.setattr(cli, "DEBUG", {"traceback": False}, raising=False)
+    monkeypatch.setattr(common, "DEBUG", {"traceback": False})
     try:
         cli.main()
     except SystemExit as e:
