@@ -1,5 +1,6 @@
 """`aver live`'s incremental faces (features/face_stream.py): overlapping windows of real clips scan each frame once
 and stay within the stated tolerance of each window computed alone (docs/live.md "Incremental faces")."""
+import av
 import numpy as np
 import pytest
 import torch
@@ -10,10 +11,12 @@ from features.face_scan import FaceScan
 from features.face_stream import FaceStream
 from features.faces import FacesExtractor
 from features.video_io import sample_frames
-from pipelines.live.source import WindowMedia
+from pipelines.live.source import MediaBuffer, WindowMedia
+from pipelines.live.speaker import SpeakerMemory
 from pipelines.predict import windows
 from pipelines.probe import probe
 from test_fast_path import CLIPS, iod
+from two_faces import SIDE, SOURCES, compose
 
 CLIPS = {name: CLIPS[name] for name in ("meld", "crema", "mead", "ravdess")}
 
@@ -100,3 +103,30 @@ def test_a_window_that_does_not_continue_the_stream_starts_a_new_scan(extractor)
     later = next(frames for frames in spans if frames[0][0] > spans[1][-1][0] + 1.0)   # after a long drop
     live, alone = (extractor.process([window(later, s)]).rows[0] for s in (stream, None))
     assert stream.scan is not first and live["boxes"] == alone["boxes"] and live["crops"] == alone["crops"]
+
+
+def cut_like_the_live_reader(path, fps=5.0, window=1.0, hop=0.5) -> list[WindowMedia]:
+    """A file's windows with their media as `aver live` buffers them (pipelines.live.source.MediaBuffer)."""
+    buffer = MediaBuffer(fps)
+    with av.open(str(path)) as container:
+        origin = (container.start_time or 0) / av.time_base
+        for packet in container.demux(container.streams.audio[0], container.streams.video[0]):
+            for frame in packet.decode():
+                add = buffer.add_audio if packet.stream.type == "audio" else buffer.add_video
+                add(frame.time - origin, frame)
+    return [buffer.window(start, end, True) for start, end in windows(buffer.video_end, window, hop)]
+
+
+@pytest.mark.parametrize("heard", [0, 1])
+def test_live_windows_with_the_face_stream_follow_the_heard_face(extractor, tmp_path, heard):
+    """Two talking faces, one heard: with tracks carried from window to window, the live speaker stays the heard one
+    (features.active_speaker on the window's tracks, pipelines.live.speaker across windows)."""
+    sources = [shared_path("data", *SOURCES[name].split("/")) for name in ("mead_m030", "ravdess_01")]
+    path = compose(tmp_path / "two.mp4", sources, heard)
+    stream, memory, decided = FaceStream(), SpeakerMemory(), []
+    for media in cut_like_the_live_reader(path):
+        media.face_stream = stream
+        item = window(media.frames) | {"media": media, "speaker_hint": memory.box}
+        face = memory.update(extractor.process([item]).rows[0], media, item["start"])
+        decided.append(face is not None and ((face["box"][0] + face["box"][2]) / 2 >= SIDE) == (heard == 1))
+    assert all(decided) and len(stream.scan.tracker.tracks) == 2
