@@ -2,6 +2,7 @@
 
     python benchmarks/live.py                  # both parts
     python benchmarks/live.py --only asd       # accuracy only (no model needed)
+    python benchmarks/live.py --only window-cpu --seconds 20   # CPU per window, incremental faces vs alone
 
 Latency: a miniature model is trained as tests/test_predict.py does (demo corpus, vavl), with the `faces` params of
 params.yaml (landmarks on: active speaker detection); a 60-s two-face clip (MEAD M030 | RAVDESS actor 1, looped,
@@ -134,9 +135,46 @@ def latency(work: Path, params: dict, seconds: float, window: float, hop: float)
     return summary
 
 
+def window_cpu(work: Path, params: dict, seconds: float, window: float, hop: float) -> dict:
+    """CPU time of the scoring thread per window (ms, mean and p95: all feature sets + model, and `faces` alone) of
+    the two-face clip read live from a file (not paced: no drops, no shedding), with the stream's incremental faces
+    and with every window's faces computed alone (the live run before features.face_stream)."""
+    import pipelines.live.run as live_run
+    from features.face_stream import FaceStream
+    from pipelines.predict import WindowScorer
+    data = _setup.SHARED / "data"
+    loop = probe(data / SOURCES["mead_m030"])["duration"]
+    path = compose(work / "cpu.mp4", [data / SOURCES["mead_m030"], data / SOURCES["ravdess_01"]], 0,
+                   repeat=int(np.ceil(seconds / loop)), seconds=loop)
+    score, extract, result = WindowScorer.score, FacesExtractor.extract, {}
+    for mode, stream in (("alone", lambda: None), ("incremental", FaceStream)):
+        cpu = {"window": [], "faces": []}
+        WindowScorer.score = _thread_timed(score, cpu["window"])
+        FacesExtractor.extract = _thread_timed(extract, cpu["faces"])
+        live_run.FaceStream = stream
+        try:
+            live_run.run_live(str(path), None, params, window=window, hop=hop, out=io.StringIO())
+        finally:
+            WindowScorer.score, FacesExtractor.extract, live_run.FaceStream = score, extract, FaceStream
+        result[mode] = {k: {"mean_ms": round(1000 * float(np.mean(v)), 1),
+                            "p95_ms": round(1000 * float(np.percentile(v, 95)), 1), "windows": len(v)}
+                        for k, v in cpu.items()}
+    return result
+
+
+def _thread_timed(method, times: list):
+    def timed(self, *args):
+        started = time.thread_time()
+        try:
+            return method(self, *args)
+        finally:
+            times.append(time.thread_time() - started)
+    return timed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["asd", "latency"])
+    ap.add_argument("--only", choices=["asd", "latency", "window-cpu"])
     ap.add_argument("--repeat", type=int, default=3, help="loops of each two-face clip for the accuracy part")
     ap.add_argument("--pairs", choices=sorted(PAIRS), default="tuning", help="two-face pairs of the accuracy part")
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -146,7 +184,7 @@ def main() -> None:
     faces_params = dict(feature_config(params, "faces")["params"])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        if args.only != "latency":
+        if args.only in (None, "asd"):
             result = asd_accuracy(work, faces_params, 1.0, 0.5, args.repeat, PAIRS[args.pairs])
             print(json.dumps({"active_speaker": {"pairs": args.pairs, **result}}), flush=True)
         if args.only != "asd":
@@ -156,6 +194,10 @@ def main() -> None:
             started = time.time()
             params = miniature_model(work / "run", faces_params)
             print(f"miniature model trained in {time.time() - started:.0f} s", file=sys.stderr)
+            if args.only == "window-cpu":
+                result = window_cpu(work, params, args.seconds, 1.0, 0.5)
+                print(json.dumps({"window_cpu": result, "load_before": load, "load_after": os.getloadavg()}))
+                return
             result = latency(work, params, args.seconds, 1.0, 0.5)
             print(json.dumps({"latency": result, "load_before": load, "load_after": os.getloadavg()}), flush=True)
 

@@ -5,8 +5,10 @@ decode (features.video_io, variant applied) -> RetinaFace on a downscaled copy o
 followed causally from the previous frame by its 68 landmarks (features.face_tracking: a shot cut or a degraded
 fit makes the detector run on the current frame) -> for every face: aligned crop from the full-resolution frame
 (features.alignment), dlib's 68 points and geometry (features.landmarks) -> main track's per-frame columns + clip
-statistics. Frames are handled one at a time, in order, using only past frames, so memory stays bounded by one
-frame and `aver live` windows need nothing after their last frame.
+statistics. Frames are handled one at a time, in order, using only past frames (features.face_scan), so memory
+stays bounded by one frame and `aver live` windows need nothing after their last frame; a live window's media may
+carry its stream's `face_stream` (features.face_stream), and then only its frames not seen by an earlier window are
+scanned.
 With `identity` (default), detected faces also get dlib's face descriptor (features.face_identity; on the schedule of
 features.identity_schedule: new tracks, every `identity_every`-th detection of a track, shot cuts): tracks
 are linked by identity as well as position, tracks of one person split by a gap or a shot cut are merged, and the
@@ -20,34 +22,20 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from typing import ClassVar
 
-import cv2
 import numpy as np
 import pyarrow as pa
 
 from features import active_speaker, mouth_motion
-from features.alignment import align_face, encode_image
 from features.face_identity import FaceDescriber
-from features.face_tracking import FaceFollower
-from features.identity_schedule import IdentitySchedule, describe_due
+from features.face_scan import Face, FaceScan
+from features.identity_schedule import IdentitySchedule
 from features.onnx_runtime import check_runtime
-from features.landmarks import MEASURES, STATISTICS, ShapePredictor68, clip_statistics, measures
-from features.tracking import Tracker, Track, confirmed, merge_by_identity, pick_main
+from features.landmarks import MEASURES, STATISTICS, ShapePredictor68, clip_statistics
+from features.tracking import Track, confirmed, merge_by_identity, pick_main
 from features.video_io import item_frames
 from pipelines.extractor import BaseExtractor, ClipError
-
-MIN_DETECT_SIDE = 160   # never shrink the detector input's long side below this
-
-
-@dataclass
-class Face:
-    row: np.ndarray             # detector row: box, score, 5 landmarks (full-resolution pixels)
-    detected: bool              # False: tracked from the previous frame by its landmarks (features.face_tracking)
-    crop: bytes
-    landmarks68: np.ndarray | None
-    geometry: np.ndarray | None     # landmarks.MEASURES
 
 
 class FacesExtractor(BaseExtractor):
@@ -103,7 +91,7 @@ class FacesExtractor(BaseExtractor):
     def setup(self) -> None:
         from features.retinaface import RetinaFaceDetector   # torch import only where the extractor runs
         p = self.params
-        # Frames reach the detector already shrunk (see _detect_size), hence no max_side of its own; one at a time,
+        # Frames reach the detector already shrunk (see features.face_scan), hence no max_side of its own; one at a time,
         # since whether a frame is detected depends on tracking the previous one.
         self.detector = RetinaFaceDetector(model=p["model"], device=p["device"], score_threshold=p["score_threshold"],
                                            max_side=None, batch_size=1, runtime=p["runtime"],
@@ -117,74 +105,32 @@ class FacesExtractor(BaseExtractor):
     def extract(self, item: dict) -> dict:
         if self.detector is None:
             self.setup()
-        every = int(self.params["detect_every"])
-        tracker = Tracker(max_gap=max(5, 2 * every), max_identity_dist=float(self.params["identity_threshold"]))
-        schedule = IdentitySchedule(int(self.params["identity_every"]))
-        follower = FaceFollower(self.shapes, every)
+        frames = item_frames(item, self.params["fps"], threads=max(1, math.ceil(self.resources.num_cpus)))
+        stream = getattr(item.get("media"), "face_stream", None)
+        if stream is not None:      # a live window: the frames the stream already scanned are not scanned again
+            times, faces, tracks, scan = stream.window(frames, self._scan, float(self.params["fps"]),
+                                                       int(self.params["detect_every"]))
+            return self._row(item, times, faces, tracks, len(times), scan)
+        scan = self._scan()
         faces: dict[tuple[int, int], Face] = {}     # (track id, frame index) -> face
         times: list[float] = []
-        detect_size, probe, size = None, None, None
-        frames = item_frames(item, self.params["fps"], threads=max(1, math.ceil(self.resources.num_cpus)))
         for index, (t, frame) in enumerate(frames):
             times.append(t)
-            if detect_size is None:
-                size = frame.shape[1::-1]
-                detect_size, probe = self._detect_size(frame)
-            gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-            due, cut = follower.due(frame)
-            followed = None if due else follower.follow(gray)
-            if followed is not None:
-                for track_id, (row, points) in followed.items():
-                    faces[track_id, index] = self._describe(frame, row, points, detected=False)
-                continue
-            if probe is None:
-                probe = self.detector.detect([_resized(frame, detect_size)])[0]
-            detections, probe = _to_frame_pixels(probe, frame.shape[1::-1], detect_size), None
-            self._detected(index, frame, gray, detections, cut, tracker, schedule, follower, faces)
-        return self._row(item, times, faces, tracker, size, detect_size)
+            faces.update({(track_id, index): face for track_id, face in scan.step(frame).items()})
+        return self._row(item, times, faces, scan.tracker.tracks, scan.tracker.n_detected_frames, scan)
 
-    def _detect_size(self, frame: np.ndarray) -> tuple[tuple[int, int], np.ndarray | None]:
-        """Clip-wide (width, height) of the detector input, and the probe frame's detections when they were made
-        at that size (so they need not be recomputed)."""
-        height, width = frame.shape[:2]
-        long_side = max(width, height)
-        base = min(1.0, self.params["max_side"] / long_side) if self.params["max_side"] else 1.0
-        probe = self.detector.detect([_resized(frame, _scaled(width, height, base))])[0]
-        face_px = self.params["face_px"]
-        if not face_px or not len(probe):
-            return _scaled(width, height, base), probe
-        tallest = float((probe[:, 3] - probe[:, 1]).max())
-        scale = min(base, max(base * face_px / tallest, MIN_DETECT_SIDE / long_side))
-        return (_scaled(width, height, base), probe) if scale == base else (_scaled(width, height, scale), None)
+    def _scan(self) -> FaceScan:
+        return FaceScan(self.detector, self.shapes, self.describer, self.params)
 
-    def _detected(self, index: int, frame: np.ndarray, gray: np.ndarray, detections: np.ndarray, cut: bool,
-                  tracker: Tracker, schedule: IdentitySchedule, follower: FaceFollower, faces: dict) -> None:
-        """Track a detected frame's faces, describe them (dlib descriptors on `schedule`) and anchor them for
-        the frames that follow (features.face_tracking)."""
-        points = [self.shapes(gray, row[:4]) for row in detections] if self.shapes else [None] * len(detections)
-        descriptors = None
-        if self.describer is not None:
-            due = schedule.due(tracker, index, detections, cut)
-            descriptors = describe_due(self.describer, frame, detections, points, due)
-        ids = tracker.update(index, detections, descriptors)
-        follower.detected(gray, ids, detections, points)
-        for track_id, row, face_points in zip(ids, detections, points):
-            faces[track_id, index] = self._describe(frame, row, face_points, detected=True)
-
-    def _describe(self, frame: np.ndarray, row: np.ndarray, points: np.ndarray | None, detected: bool) -> Face:
-        size = int(self.params["crop_size"])
-        crop, _ = align_face(frame, row[5:15].reshape(5, 2), size)
-        values = measures(points, frame.shape[1::-1]) if self.params["landmarks68"] else None
-        return Face(row, detected, encode_image(crop, self.params["crop_format"]), points, values)
-
-    def _row(self, item: dict, times: list[float], faces: dict, tracker: Tracker, size, detect_size) -> dict:
-        tracks = tracker.tracks
+    def _row(self, item: dict, times: list[float], faces: dict, tracks: list[Track], n_detected: int,
+             scan: FaceScan) -> dict:
+        size, detect_size = scan.size, scan.detect_size
         if self.describer is not None:
             tracks, new_id = merge_by_identity(tracks, float(self.params["identity_threshold"]))
             faces = {(new_id[track_id], index): face for (track_id, index), face in faces.items()}
         tracks = confirmed(tracks)
         width, height = size if size is not None else (0, 0)
-        main = pick_main(tracks, tracker.n_detected_frames, width, height)
+        main = pick_main(tracks, n_detected, width, height)
         speaker = self._speaker(item, times, faces, tracks) if self._asd else None
         if speaker is not None and speaker.track is not None:
             main = next(t for t in tracks if t.track_id == speaker.track)   # embedders describe who speaks
@@ -243,29 +189,6 @@ class FacesExtractor(BaseExtractor):
         boxes = {t.track_id: t.boxes for t in tracks}
         previous = active_speaker.hinted_track(boxes, item.get("speaker_hint"))
         return active_speaker.decide(item, times, mouths, boxes, motion, previous)
-
-
-def _scaled(width: int, height: int, scale: float) -> tuple[int, int]:
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def _resized(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Detector input of `size` (w, h). Gaussian-pyramid halving while the frame is over twice too big, then
-    bilinear: anti-aliased like INTER_AREA at a quarter of its cost for non-integer ratios (1080p: 2 ms vs 9 ms)."""
-    if frame.shape[1::-1] == tuple(size):
-        return frame
-    while frame.shape[1] >= 2 * size[0] and frame.shape[0] >= 2 * size[1]:
-        frame = cv2.pyrDown(frame)
-    return cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
-
-
-def _to_frame_pixels(detections: np.ndarray, frame_size, detect_size) -> np.ndarray:
-    """Detector rows from detector-input pixels to full-resolution frame pixels."""
-    fx, fy = frame_size[0] / detect_size[0], frame_size[1] / detect_size[1]
-    out = detections.astype(np.float32, copy=True)
-    out[:, [0, 2, 5, 7, 9, 11, 13]] *= fx
-    out[:, [1, 3, 6, 8, 10, 12, 14]] *= fy
-    return out
 
 
 def _flat(values: np.ndarray) -> list[float]:

@@ -72,6 +72,7 @@ class Tracker:
         self.max_gap = max_gap
         self.tracks: list[Track] = []
         self.n_detected_frames = 0
+        self.next_id = 0        # ids stay unique when a live stream forgets closed tracks (features.face_stream)
 
     def update(self, frame: int, detections: np.ndarray, descriptors=None) -> list[int]:
         """Assign each detection (rows [x1, y1, x2, y2, score, ...]) to a track; returns the track id of each row.
@@ -86,7 +87,7 @@ class Tracker:
             ids[c] = active[r].track_id
         for c, det in enumerate(detections):
             if ids[c] == -1:
-                track = Track(len(self.tracks))
+                track, self.next_id = Track(self.next_id), self.next_id + 1
                 track.add(frame, det, described[c])
                 self.tracks.append(track)
                 ids[c] = track.track_id

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from features.face_stream import FaceStream
 from pipelines.config import paths
 from pipelines.live.source import IDLE_TIMEOUT_S, Reader, SourceError, describe, open_source
 from pipelines.live.speaker import SpeakerMemory
@@ -130,6 +131,7 @@ def run_live(source: str, model: str | Path | None = None, params: dict | None =
           "modalities_used": list(used), "window": window, "hop": hop, "paced": live})
     started = time.monotonic()
     latencies, stopped, last_output, calm, speakers = [], "end_of_stream", None, 0, SpeakerMemory()
+    face_stream = FaceStream()
     configured_every = int(faces.params["detect_every"]) if faces is not None else None
     reader.start()
     try:
@@ -138,6 +140,7 @@ def run_live(source: str, model: str | Path | None = None, params: dict | None =
             if job is None:
                 break
             (item,) = window_items(Path(source), facts, [(job["start"], job["end"])])
+            job["media"].face_stream = face_stream     # faces: only the frames no earlier window scanned
             item.update(media=job["media"], speaker_hint=speakers.box)
             try:
                 (entry,) = scorer.score([item])

@@ -36,6 +36,7 @@ class WindowMedia:
     frames: list[tuple[float, np.ndarray]]  # (media time, RGB) sampled at the video extractor's fps
     has_video: bool
     native: list[tuple[float, np.ndarray]] = field(default_factory=list)  # every frame, grey (features.mouth_motion)
+    face_stream: object | None = None      # the stream's features.face_stream.FaceStream (set by the live run)
 
 
 def describe(source: str) -> str:
