@@ -14,9 +14,10 @@ Accuracy: every pair of four real talking faces of tests/two_faces.SOURCES side 
 which the method's constants were chosen) or 15 pairs never used to choose anything (`--pairs heldout`: five other
 CREMA-D utterances, each next to the MEAD, RAVDESS and MELD faces), each face in turn being the one heard, or 16
 clips where one of the four faces is heard next to a real talking face that has no sound (`--pairs mute`: MEAD
-W009, W011 and M030 style clips, RAVDESS actor 19; the listener talks but is never heard). The clip is cut into
-live windows (1 s every 0.5 s); each window runs the `faces` extractor (params.yaml params) and the live
-SpeakerMemory, and counts as right when the speaking face's box is on the heard face's half. Windows where no face is
+W009, W011 and M030 style clips, RAVDESS actor 19; the listener talks but is never heard). Each clip is read by
+`run_live` as `aver live FILE` reads it, with the miniature model (1-s windows every 0.5 s, the stream's incremental
+faces and SpeakerMemory, not paced: no window dropped); a window counts as right when its speaking face's box is on
+the heard face's half. Windows where no face is
 declared speaking count as wrong. Also the batch decision per whole clip, and per clip its windows (+ right, - wrong
 face, ? none).
 """
@@ -40,12 +41,8 @@ import numpy as np
 sys.path.insert(0, str(_setup.ROOT / "tests"))
 from two_faces import SIDE, SILENT_TALKERS, SOURCES, compose, serve_mpegts  # noqa: E402
 
-from features.audio_io import decode_native  # noqa: E402
 from features.faces import FacesExtractor  # noqa: E402
 from pipelines.config import feature_config, load_params  # noqa: E402
-from pipelines.live.source import WindowMedia  # noqa: E402
-from pipelines.live.speaker import SpeakerMemory  # noqa: E402
-from pipelines.predict import windows  # noqa: E402
 from pipelines.probe import probe  # noqa: E402
 
 FACES = ("mead_m030", "ravdess_01", "crema_1001_ang", "meld_dia1")
@@ -62,8 +59,12 @@ PAIRS = {   # (left, right, heard side): tuning: the pairs the method's constant
 }
 
 
-def asd_accuracy(work: Path, faces_params: dict, window: float, hop: float, repeat: int, pairs) -> dict:
-    extractor = FacesExtractor(**faces_params)
+def asd_accuracy(work: Path, params: dict, window: float, hop: float, repeat: int, pairs) -> dict:
+    """Each two-face clip read by `run_live` as `aver live FILE` reads it (windows of `window` s every `hop`, the
+    stream's incremental faces and SpeakerMemory, not paced: no window dropped); a window counts as right when its
+    `speaking_face` box is on the heard face's side. Also the batch `faces` decision on the whole clip."""
+    from pipelines.live import run_live
+    extractor = FacesExtractor(**feature_config(params, "faces")["params"])
     extractor.setup()
     right = total = silent = clip_right = 0
     per_clip = {}
@@ -75,18 +76,12 @@ def asd_accuracy(work: Path, faces_params: dict, window: float, hop: float, repe
         whole = extractor.extract(item)
         speaking = json.loads(whole["speaking_tracks"]).get(str(whole["speaking_track"]), {})
         clip_right += _on_side(speaking.get("box"), heard)
-        memory, marks = SpeakerMemory(), ""
-        for start, end in windows(float(probe(path)["duration"]), window, hop):
-            window_item = {**item, "start": start, "end": end, "content_hash": f"{path.stem}@{start}",
-                           "speaker_hint": memory.box}
-            row = extractor.extract(window_item)
-            media = WindowMedia(decode_native(path, start, end), [], True)
-            face = memory.update(row, media, start)
-            total += 1
-            silent += face is None
-            ok = face is not None and _on_side(face["box"], heard)
-            right += ok
-            marks += "+" if ok else "-" if face is not None else "?"
+        out = io.StringIO()
+        run_live(str(path), None, params, window=window, hop=hop, out=out)
+        faces = [line.get("speaking_face") for line in map(json.loads, out.getvalue().splitlines())
+                 if line["event"] == "window"]
+        marks = "".join("?" if f is None else "+" if _on_side(f["box"], heard) else "-" for f in faces)
+        total, right, silent = total + len(marks), right + marks.count("+"), silent + marks.count("?")
         per_clip[path.stem] = marks
     return {"windows": total, "right": right, "accuracy": right / total, "no_speaker": silent,
             "clips": len(pairs), "clips_right": clip_right, "per_clip": per_clip}
@@ -182,25 +177,24 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(_setup.ROOT / "params.yaml")
     faces_params = dict(feature_config(params, "faces")["params"])
+    from pipelines.extractor import Resources, limit_threads
+    limit_threads(Resources(num_cpus=args.cores))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        load = os.getloadavg()
+        started = time.time()
+        params = miniature_model(work / "run", faces_params)
+        print(f"miniature model trained in {time.time() - started:.0f} s", file=sys.stderr)
         if args.only in (None, "asd"):
-            result = asd_accuracy(work, faces_params, 1.0, 0.5, args.repeat, PAIRS[args.pairs])
+            result = asd_accuracy(work, params, 1.0, 0.5, args.repeat, PAIRS[args.pairs])
             print(json.dumps({"active_speaker": {"pairs": args.pairs, **result}}), flush=True)
-        if args.only != "asd":
-            from pipelines.extractor import Resources, limit_threads
-            limit_threads(Resources(num_cpus=args.cores))
+        if args.only == "window-cpu":
+            result = window_cpu(work, params, args.seconds, 1.0, 0.5)
+            print(json.dumps({"window_cpu": result, "load_before": load, "load_after": os.getloadavg()}))
+        elif args.only in (None, "latency"):
             load = os.getloadavg()
-            started = time.time()
-            params = miniature_model(work / "run", faces_params)
-            print(f"miniature model trained in {time.time() - started:.0f} s", file=sys.stderr)
-            if args.only == "window-cpu":
-                result = window_cpu(work, params, args.seconds, 1.0, 0.5)
-                print(json.dumps({"window_cpu": result, "load_before": load, "load_after": os.getloadavg()}))
-                return
             result = latency(work, params, args.seconds, 1.0, 0.5)
             print(json.dumps({"latency": result, "load_before": load, "load_after": os.getloadavg()}), flush=True)
-
 
 if __name__ == "__main__":
     main()
