@@ -3,6 +3,7 @@ import copy
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -140,6 +141,14 @@ def beam_worker_pool(tmp_path):
     log = open(tmp_path / "pool.log", "wb")
     pool = subprocess.Popen([sys.executable, str(Path(__file__).with_name("beam_worker_pool.py")), str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while True:                     # importing Beam takes seconds: wait until the pool listens
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert pool.poll() is None and time.monotonic() < deadline, (tmp_path / "pool.log").read_text()
+            time.sleep(0.2)
     yield f"127.0.0.1:{port}", tmp_path / "pool.log"
     pool.terminate()
     pool.wait(timeout=30)
