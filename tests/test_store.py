@@ -381,3 +381,34 @@ def test_the_committers_key_view_follows_other_writers_compactions(tmp_path, mon
     store.write_part("video", "c", again, {"kind": "faces", "fingerprint": "f"})
     ids = store.read("video", "c").column("clip_id").to_pylist()
     assert sorted(ids) == ["c/0", "c/0", "c/1", "c/3", "c/4", "c/5", "c/6", "c/7"] and store.verify("video", "c").ok
+
+
+def test_each_store_file_s_keys_are_read_once_per_process_within_a_bound(tmp_path, monkeypatch):
+    """The planner and the committer ask for the store's keys several times a run: a file (never changed once
+    written) is read once; the cache is bounded by rows, least recently used first out."""
+    from pipelines.store import file_cache as key_cache
+    from pipelines.store.files import Files
+    monkeypatch.setattr(key_cache, "_cache", type(key_cache._cache)())
+    monkeypatch.setattr(key_cache, "_rows", 0)
+    store = _store(tmp_path)
+    for i in range(4):
+        store.write_part("faces", "c", pa.table({"clip_id": [f"c/{i}"], "variant": ["clean"], "content_hash": ["h"],
+                                                 "x": [float(i)]}), {"kind": "faces", "fingerprint": "f"})
+    reads = []
+    real = Files.read_table
+    monkeypatch.setattr(Files, "read_table", lambda self, path, columns=None: (reads.append(str(path)),
+                                                                               real(self, path, columns))[1])
+    files = len(store.shards("faces", "c"))
+    first = store.key_set("faces", "c")
+    assert len(reads) == files and len(first) == 4
+    for _ in range(3):
+        assert store.key_set("faces", "c").sorted.tolist() == first.sorted.tolist()
+        assert store.done_keys("faces", "c", "f")
+    assert len(reads) == files                                  # the later passes read nothing
+    monkeypatch.setenv("AVER_KEY_CACHE_ROWS", "2")              # a bound below the store's rows: reads again, stays small
+    key_cache._cache.clear()
+    monkeypatch.setattr(key_cache, "_rows", 0)
+    store.key_set("faces", "c")
+    assert 0 < key_cache._rows <= 2
+    store.key_set("faces", "c")
+    assert len(reads) == 3 * files and key_cache._rows <= 2     # a scan through a too-small cache reads every file

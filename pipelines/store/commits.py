@@ -32,6 +32,7 @@ import pyarrow as pa
 from pipelines.errors import UserError
 from pipelines.keyset import DIGEST, KeySet, digests
 from pipelines.manifest import now
+from pipelines.store.file_cache import read_columns
 
 if TYPE_CHECKING:
     from pipelines.store.table import FeatureStore
@@ -218,7 +219,7 @@ class CommitLog:
 
     def _file_keys(self, name: str, columns: bool = False):
         """A file's (clip_id, variant) keys, or its two key columns."""
-        t = self.files.read_table(self.dir / name, columns=KEY)
+        t = read_columns(self.files, self.dir / name, KEY)
         ids, variants = t.column(0).to_pylist(), t.column(1).to_pylist()
         return (ids, variants) if columns else list(zip(ids, variants))
 

@@ -24,6 +24,7 @@ from pipelines.rowcheck import garbage_rows
 from pipelines.store import reader
 from pipelines.store.commits import CommitLog, Conflict, Staged, VersionUnavailable, new_name
 from pipelines.store.files import Files, is_uri
+from pipelines.store.file_cache import read_columns, read_schema
 
 KEY = ["clip_id", "variant"]
 KEY_COLUMNS = ["clip_id", "variant", "content_hash"]
@@ -91,7 +92,7 @@ class FeatureStore:
             shards = []
             try:
                 for name, entry in sorted(self.log(feature_set, corpus).snapshot(version).files.items()):
-                    schema = self.files.read_schema(d / name)
+                    schema = read_schema(self.files, d / name)
                     meta = json.loads((schema.metadata or {}).get(b"aver", b"{}"))
                     shards.append(Shard(d / name, name.split("-", 1)[0], meta, schema.remove_metadata(),
                                         entry["bytes"]))
@@ -158,7 +159,7 @@ class FeatureStore:
             if (fingerprint is not None and s.fingerprint != fingerprint) or kind not in (None, s.kind):
                 continue
             try:
-                t = self.files.read_table(s.path, columns=KEY_COLUMNS + (["reason"] if s.kind == "ledger" else []))
+                t = read_columns(self.files, s.path, KEY_COLUMNS + (["reason"] if s.kind == "ledger" else []))
             except FileNotFoundError:       # merged and vacuumed since the listing: the merged file has them
                 yield from self.key_batches(feature_set, corpus, fingerprint, include_retried, kind)
                 return
@@ -188,7 +189,7 @@ class FeatureStore:
                     removed += self.files.num_rows(s.path)
                     remove.append(s.path.name)
                     continue
-                t = self.files.read_table(s.path)
+                t = read_columns(self.files, s.path, KEY_COLUMNS + (["reason"] if s.kind == "ledger" else []))
                 keep = valid.contains(*(t.column(n).to_pylist() for n in KEY_COLUMNS)).tolist()
                 if s.kind == "ledger" and retry_reasons:
                     keep = [k and not r.startswith(retry_reasons) for k, r in zip(keep, t.column("reason").to_pylist())]
@@ -196,8 +197,9 @@ class FeatureStore:
                     continue
                 removed += keep.count(False)
                 remove.append(s.path.name)
-                if any(keep):
-                    add.append(self.stage_table(s.kind, s.path.parent, t.filter(pa.array(keep))))
+                if any(keep):           # only a file that changes is read whole
+                    whole = self.files.read_table(s.path)
+                    add.append(self.stage_table(s.kind, s.path.parent, whole.filter(pa.array(keep))))
             try:
                 self.commit(feature_set, corpus, add, remove, op="prune")
             except Conflict:        # a compaction replaced some of these files meanwhile: prune its result
