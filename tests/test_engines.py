@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import ray
 import yaml
@@ -112,19 +111,21 @@ def test_sigkill_mid_run_resumes_with_every_row_once(corpus, sets):
     p["features"]["logmel"] = {"extractor": "logmel", "variants": ["clean", "white_snr10"]}
     params_file = tmp / "kill.yaml"
     params_file.write_text(yaml.safe_dump(p))
-    store_dir = Path(p["paths"]["store"]) / FS / "emo"
     cmd = [sys.executable, "-m", "pipelines.cli", "extract", *sets, "--corpus", "emo", "--params", str(params_file)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    store = FeatureStore(p["paths"]["store"], p["paths"]["manifests"])
+
+    def committed() -> int:             # rows of committed parts (a staged part nobody committed is not done)
+        return sum(store.files.num_rows(s.path) for s in store.shards(FS, "emo") if s.kind == "part")
     deadline = time.time() + 120
-    while time.time() < deadline and not list(store_dir.glob("part-*.parquet")):
+    while time.time() < deadline and not committed():
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = sum(pq.read_metadata(f).num_rows for f in store_dir.glob("part-*.parquet"))
+    done_before = committed()
     assert 0 < done_before < 16, "the kill should land mid-run"
     summaries = {s.feature_set: s for s in run_extractions(p, sets, "emo", progress=False)}
     assert summaries[FS].already_done == done_before and summaries[FS].extracted == 16 - done_before
-    store = FeatureStore(p["paths"]["store"], p["paths"]["manifests"])
     for fs in sets:
         assert summaries[fs].already_done + summaries[fs].extracted == 16
         assert store.verify(fs, "emo", planned_keys(p, fs, "emo")).ok
