@@ -52,6 +52,7 @@ def register() -> None:
 class Synthetic(BaseExtractor):
     """88 scalars and a frame series derived from the clip id: the store's work without any media work."""
     kind = "synthetic"
+    defaults = {"cpu_ms": 0.0}      # CPU work per clip (thread time), as a real extractor spends it
 
     def schema(self) -> pa.Schema:
         return pa.schema([(f"f{i}", pa.float32()) for i in range(88)] + [("series", pa.list_(pa.float32()))])
@@ -59,6 +60,9 @@ class Synthetic(BaseExtractor):
     def extract(self, item: dict) -> dict:
         rng = np.random.default_rng(int(hashlib.sha256(item["clip_id"].encode()).hexdigest()[:8], 16))
         values = rng.standard_normal(88 + FRAMES).astype(np.float32)
+        busy_until = time.thread_time() + self.params["cpu_ms"] / 1000
+        while time.thread_time() < busy_until:
+            np.sort(rng.standard_normal(4096))
         return {**{f"f{i}": float(values[i]) for i in range(88)}, "series": values[88:].tolist()}
 
 
@@ -98,7 +102,7 @@ def _start_ray() -> None:
                           "worker_process_setup_hook": "scale.register"})
 
 
-def one_size(n: int, chunk: int, workers: int = 0, store_uri: str = "") -> dict:
+def one_size(n: int, chunk: int, workers: int = 0, store_uri: str = "", cpu_ms: float = 0.0) -> dict:
     """One corpus size: the local engine, or Ray with `workers` actors; the store in a temporary folder or at
     `store_uri`."""
     from pipelines.plan import run_extraction
@@ -115,7 +119,7 @@ def one_size(n: int, chunk: int, workers: int = 0, store_uri: str = "") -> dict:
         "name": "local", "chunk_size": chunk}
     params = {"paths": {"manifests": str(tmp / "manifests"), "store": store_uri or str(tmp / "store")},
               "engine": engine,
-              "features": {"syn": {"extractor": "synthetic", "params": {}},
+              "features": {"syn": {"extractor": "synthetic", "params": {"cpu_ms": cpu_ms}},
                            "down": {"extractor": "synthetic_downstream", "params": {}}}}
     t0 = time.perf_counter()
     summary = run_extraction(params, "syn", "syn", progress=False)
@@ -128,7 +132,7 @@ def one_size(n: int, chunk: int, workers: int = 0, store_uri: str = "") -> dict:
     store = FeatureStore(params["paths"]["store"], tmp / "manifests")
     files_before = len(store.shards("syn", "syn"))
     report = compact(store, "syn", "syn")
-    out = {"clips": n, "engine": f"ray, {workers} workers" if workers else "local",
+    out = {"clips": n, "cpu_ms": cpu_ms, "engine": f"ray, {workers} workers" if workers else "local",
            "store": "s3" if store_uri else "disk", "rows": summary.extracted, "seconds": round(seconds, 1),
            "rows_per_s": round(n / seconds),
            "downstream_rows_per_s": round(n / down_seconds),
@@ -147,9 +151,9 @@ def one_size(n: int, chunk: int, workers: int = 0, store_uri: str = "") -> dict:
     return out
 
 
-def _measure(n: int, chunk: int, workers: int, store_uri: str) -> None:
+def _measure(n: int, chunk: int, workers: int, store_uri: str, cpu_ms: float) -> None:
     cmd = [sys.executable, __file__, "--one", str(n), "--chunk-size", str(chunk), "--one-workers", str(workers),
-           "--one-store", store_uri]
+           "--one-store", store_uri, "--cpu-ms", str(cpu_ms)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
@@ -164,12 +168,14 @@ def main() -> None:
                     help="Ray actors, one measurement each (0: the local engine, the default)")
     ap.add_argument("--stores", nargs="+", choices=["disk", "s3"], default=["disk"],
                     help="where the store is: a local folder, a SeaweedFS S3 server on loopback, or both")
+    ap.add_argument("--cpu-ms", type=float, default=0.0,
+                    help="CPU milliseconds the synthetic extractor spends per clip (0: the store's work only)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)      # internal: measure one size in this process
     ap.add_argument("--one-workers", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--one-store", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one_size(args.one, args.chunk_size, args.one_workers, args.one_store)))
+        print(json.dumps(one_size(args.one, args.chunk_size, args.one_workers, args.one_store, args.cpu_ms)))
         return
     with contextlib.ExitStack() as stack:
         s3 = None
@@ -181,7 +187,7 @@ def main() -> None:
             for store in args.stores:
                 for workers in args.workers:
                     uri = s3.uri(f"scale-{uuid.uuid4().hex}") if store == "s3" else ""
-                    _measure(n, args.chunk_size, workers, uri)
+                    _measure(n, args.chunk_size, workers, uri, args.cpu_ms)
 
 
 if __name__ == "__main__":

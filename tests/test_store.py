@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
@@ -412,3 +413,25 @@ def test_each_store_file_s_keys_are_read_once_per_process_within_a_bound(tmp_pat
     assert 0 < key_cache._rows <= 2
     store.key_set("faces", "c")
     assert len(reads) == 3 * files and key_cache._rows <= 2     # a scan through a too-small cache reads every file
+
+
+def test_an_object_store_write_is_retried_after_a_server_failure_but_not_a_refusal(monkeypatch):
+    from pipelines.store import files
+    monkeypatch.setattr(files.time, "sleep", lambda s: None)
+    calls = []
+
+    def flaky():
+        calls.append("put")
+        if len(calls) == 1:
+            raise OSError("AWS Error INTERNAL_FAILURE during UploadPart operation: please try again")
+
+    files._whole_write_retried(flaky)
+    assert calls == ["put", "put"]
+
+    def refused():
+        calls.append("refused")
+        raise PermissionError("AWS Error ACCESS_DENIED")
+
+    with pytest.raises(PermissionError):
+        files._whole_write_retried(refused)
+    assert calls.count("refused") == 1

@@ -15,6 +15,7 @@ credentials: a public bucket, or an emulator given with `&endpoint_override=host
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, urlparse
@@ -83,7 +84,7 @@ class Files:
         if self.local:
             write_atomic(table, Path(path))
         else:
-            pq.write_table(table, self._name(path), filesystem=self.fs)
+            _whole_write_retried(lambda: pq.write_table(table, self._name(path), filesystem=self.fs))
 
     def delete(self, path) -> None:
         try:
@@ -110,8 +111,10 @@ class Files:
             tmp.write_bytes(data)
             tmp.replace(path)
         else:
-            with self.fs.open_output_stream(self._name(path)) as f:
-                f.write(data)
+            def put():
+                with self.fs.open_output_stream(self._name(path)) as f:
+                    f.write(data)
+            _whole_write_retried(put)
 
     def create(self, path, data: bytes) -> bool:
         """Write a small file only if no file has that name; False if one has (another writer won)."""
@@ -194,3 +197,22 @@ class Files:
         if endpoint and "://" not in endpoint:
             endpoint = f"{self._query().get('scheme', 'https')}://{endpoint}"
         return endpoint
+
+
+WRITE_ATTEMPTS = 4
+
+
+def _whole_write_retried(write) -> None:
+    """An object-store write of a whole file, again after a server-side failure (S3 `INTERNAL_FAILURE` or
+    `SlowDown` on a part upload: seen from SeaweedFS while it grows a volume) with 0.5, 1, 2 s of backoff. Writing
+    the same whole object again is harmless; a missing bucket or a refused credential is not retried."""
+    for attempt in range(WRITE_ATTEMPTS):
+        try:
+            return write()
+        except (FileNotFoundError, PermissionError):
+            raise
+        except OSError:
+            if attempt == WRITE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 * 2**attempt)
+
