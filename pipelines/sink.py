@@ -1,15 +1,18 @@
 """Where an engine's results go: one `StoreSink` per feature set writes feature rows and ledger rows as parts of
 about `engine.chunk_size` rows and commits them (pipelines/store/commits.py); a `GroupSink` routes a batch's
-{feature_set: Result} to them. Ray actors and Beam workers write their feature rows themselves (`worker_targets`)
-and hand back only the names of the files (`Result.staged`): the sink commits them with its next part.
+{feature_set: Result} to them. Ray actors and Beam workers write their feature rows themselves (`worker_targets`, `WorkerStage`)
+and hand back only the names of the files (`received`: `Result.staged`): the sink commits them with its next part.
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
+from dataclasses import asdict
+
 from pipelines.extractor import Result
 from pipelines.manifest import LEDGER_SCHEMA, to_table
 from pipelines.store import FeatureStore
+from pipelines.store.commits import Staged
 
 
 class StoreSink:
@@ -67,3 +70,31 @@ class GroupSink:
 
     def worker_targets(self) -> dict[str, dict]:
         return {fs: sink.worker_target() for fs, sink in self.sinks.items()}
+
+
+class WorkerStage:
+    """What a Ray actor or a Beam worker does with a batch's results: stores each feature set's feature rows and
+    ledger rows itself (files nobody reads until the driver commits them) and keeps, for the driver, a small record
+    per feature set: the files' names and keys, and the rows they hold (`received` turns it back into a Result)."""
+
+    def __init__(self, targets: dict[str, dict]):
+        self.targets = targets
+        self.stores = {fs: FeatureStore(t["root"], "") for fs, t in targets.items()}
+
+    def __call__(self, results: dict[str, Result]) -> dict[str, dict]:
+        records = {}
+        for fs, result in results.items():
+            target, store = self.targets[fs], self.stores[fs]
+            failed = result.failures + result.errors
+            staged = [store.stage("ledger", fs, target["corpus"], to_table(failed, LEDGER_SCHEMA), target["meta"]),
+                      store.stage("part", fs, target["corpus"],
+                                  pa.Table.from_pylist(result.rows, schema=target["schema"]), target["meta"])]
+            records[fs] = {"staged": [asdict(s) for s in staged if s is not None],
+                           "written": len(result.rows) + len(failed)}
+        return records
+
+
+def received(record: dict) -> Result:
+    """A worker's record of one feature set's staged files, as the Result the driver's sink commits."""
+    return Result(written=record["written"], staged=[Staged.of(s) for s in record["staged"]])
+

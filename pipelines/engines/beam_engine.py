@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict
 from typing import Callable
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.engines.retry import RetryPolicy, process_with_retries
 from pipelines.extractor import Result, limit_threads
 from pipelines.group import ExtractorGroup, Member
-from pipelines.manifest import LEDGER_SCHEMA, to_table
 from pipelines.planning import Spool
-from pipelines.store.commits import Staged
+from pipelines.sink import WorkerStage, received
 from pipelines.store.files import Files
 
 PENDING = "_pending"
@@ -39,23 +36,17 @@ class ExtractDoFn(beam.DoFn):
         self.members, self.policy, self.targets, self.run, self.store = members, policy, targets, run, store
 
     def setup(self):
-        from pipelines.store import FeatureStore
         self.group = ExtractorGroup(self.members, self.store)
-        self.stores = {fs: FeatureStore(t["root"], "") for fs, t in self.targets.items()}
+        self.stage = WorkerStage(self.targets)
         limit_threads(self.group.resources)
         self.group.setup()
 
     def process(self, batch):
         results = process_with_retries(self.group, [json.loads(record["unit"]) for record in batch], self.policy)
-        for fs, result in results.items():
-            target, store = self.targets[fs], self.stores[fs]
-            rows = pa.Table.from_pylist(result.rows, schema=target["schema"])
-            ledger = to_table(result.failures + result.errors, LEDGER_SCHEMA)
-            staged = [s for s in (store.stage("part", fs, target["corpus"], rows, target["meta"]),
-                                  store.stage("ledger", fs, target["corpus"], ledger, target["meta"])) if s]
-            if staged:
-                record = {"staged": [asdict(s) for s in staged], "written": rows.num_rows + ledger.num_rows}
-                folder = store.dir(fs, target["corpus"]) / PENDING / self.run
+        for fs, record in self.stage(results).items():
+            if record["staged"]:
+                store, corpus = self.stage.stores[fs], self.targets[fs]["corpus"]
+                folder = store.dir(fs, corpus) / PENDING / self.run
                 store.files.write_bytes(folder / f"{uuid.uuid4().hex}.json", json.dumps(record).encode())
         yield len(batch)
 
@@ -65,7 +56,7 @@ def pipeline_options(options: dict, store_uri: str = "") -> PipelineOptions:
     args = [f"--runner={runner}", *options.get("pipeline_args", [])]
     if runner == "DirectRunner" and not any(a.startswith("--direct_running_mode") for a in args):
         args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={options.get('workers', 2)}"]
-    endpoint = Files(store_uri).s3_endpoint() if store_uri.startswith("s3://") else None
+    endpoint = Files(store_uri).endpoint_url() if store_uri.startswith("s3://") else None
     if endpoint and not any(a.startswith("--s3_endpoint_url") for a in args):
         args.append(f"--s3_endpoint_url={endpoint}")    # Beam reads the spool on S3 with its own client (boto3)
     return PipelineOptions(args)
@@ -78,9 +69,7 @@ def _collect(sink, targets: dict[str, dict], run: str) -> None:
         store = FeatureStore(target["root"], "")
         folder = store.dir(fs, target["corpus"]) / PENDING / run
         for info in store.files.entries(folder):
-            record = json.loads(store.files.read_bytes(folder / info.base_name))
-            staged = [Staged.of(s) for s in record["staged"]]
-            sink({fs: Result(written=record["written"], staged=staged)})
+            sink({fs: received(json.loads(store.files.read_bytes(folder / info.base_name)))})
         sink.flush()
         if store.files.entries(folder):
             store.files.delete_folder(folder)

@@ -28,19 +28,16 @@ import functools
 import hashlib
 import json
 import os
-from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.engines.retry import RetryPolicy, process_with_retries
 from pipelines.extractor import RETRYABLE, Result, failure, limit_threads
 from pipelines.group import ExtractorGroup, Member
-from pipelines.manifest import LEDGER_SCHEMA, to_table
 from pipelines.planning import Spool
-from pipelines.store.commits import Staged
+from pipelines.sink import WorkerStage, received
 
 
 class BatchTries:
@@ -69,9 +66,8 @@ class RayExtractor:
     through it."""
 
     def __init__(self, members: list[Member], policy: RetryPolicy, targets: dict[str, dict], store: str, tries):
-        from pipelines.store import FeatureStore
-        self.group, self.policy, self.targets, self.tries = ExtractorGroup(members, store), policy, targets, tries
-        self.stores = {fs: FeatureStore(t["root"], "") for fs, t in targets.items()}
+        self.group, self.policy, self.tries = ExtractorGroup(members, store), policy, tries
+        self.stage = WorkerStage(targets)
         limit_threads(self.group.resources)
         self.group.setup()
 
@@ -84,7 +80,7 @@ class RayExtractor:
             results = self._given_up(units, tries - 1)
         else:
             results = process_with_retries(self.group, units, self.policy)
-        commits = self._stage(results)
+        commits = self.stage(results)
         self.tries.finish.remote(batch_id)
         return {"commit": np.array([json.dumps(commits)], dtype=object)}
 
@@ -94,19 +90,6 @@ class RayExtractor:
         return {fs: Result(errors=[failure(u, ex.kind, f"{RETRYABLE}lost", detail)
                                    for u in units if fs in u["feature_sets"]])
                 for fs, ex in self.group.extractors.items()}
-
-    def _stage(self, results: dict[str, Result]) -> dict[str, dict]:
-        """Store each feature set's rows and ledger rows of the batch; the names of the files for the driver."""
-        commits = {}
-        for fs, result in results.items():
-            target, store = self.targets[fs], self.stores[fs]
-            failed = result.failures + result.errors
-            staged = [store.stage("ledger", fs, target["corpus"], to_table(failed, LEDGER_SCHEMA), target["meta"]),
-                      store.stage("part", fs, target["corpus"],
-                                  pa.Table.from_pylist(result.rows, schema=target["schema"]), target["meta"])]
-            commits[fs] = {"staged": [asdict(s) for s in staged if s is not None],
-                           "written": len(result.rows) + len(failed)}
-        return commits
 
 
 def _read_spool(store: str, item: dict) -> list[dict]:
@@ -152,7 +135,6 @@ def run(members: list[Member], units: Spool, sink: Callable[[dict[str, Result]],
     try:
         for batch in ds.iter_batches(batch_size=1, batch_format="numpy"):
             for commit in batch["commit"]:
-                sink({fs: Result(written=c["written"], staged=[Staged.of(s) for s in c["staged"]])
-                      for fs, c in json.loads(commit).items()})
+                sink({fs: received(record) for fs, record in json.loads(commit).items()})
     finally:
         ray.kill(tries)
