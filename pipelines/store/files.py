@@ -106,10 +106,7 @@ class Files:
     def write_bytes(self, path, data: bytes) -> None:
         """Write (or replace) a small file whole."""
         if self.local:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(path).with_name(f".{Path(path).name}.{uuid.uuid4().hex[:8]}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            _local_temporary(path, data).replace(path)
         else:
             def put():
                 with self.fs.open_output_stream(self._name(path)) as f:
@@ -119,9 +116,7 @@ class Files:
     def create(self, path, data: bytes) -> bool:
         """Write a small file only if no file has that name; False if one has (another writer won)."""
         if self.local:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(path).with_name(f".{Path(path).name}.{uuid.uuid4().hex[:8]}.tmp")
-            tmp.write_bytes(data)
+            tmp = _local_temporary(path, data)
             try:
                 os.link(tmp, path)      # fails if the name exists; the content is complete before it is visible
                 return True
@@ -148,14 +143,13 @@ class Files:
         except ImportError:
             raise BadParams("a store on gs:// commits with google-cloud-storage: pip install 'aver[gcs]'") from None
         if self._client is None:
-            query = self._query()
-            endpoint = query.get("endpoint_override")
+            query, endpoint = self._query(), self.endpoint_url()
             anonymous = query.get("anonymous", "").lower() == "true"
             if anonymous:
                 from google.auth.credentials import AnonymousCredentials
             self._client = storage.Client(
                 project=query.get("project_id"), credentials=AnonymousCredentials() if anonymous else None,
-                client_options={"api_endpoint": f"{query.get('scheme', 'https')}://{endpoint}"} if endpoint else None)
+                client_options={"api_endpoint": endpoint} if endpoint else None)
         bucket, _, key = name.partition("/")
         try:
             self._client.bucket(bucket).blob(key).upload_from_string(data, if_generation_match=0)
@@ -185,14 +179,14 @@ class Files:
                 import boto3
             except ImportError:
                 raise BadParams("a store on s3:// commits with boto3: pip install 'aver[s3]'") from None
-            self._client = boto3.client("s3", endpoint_url=self.s3_endpoint(), region_name=self._query().get("region"))
+            self._client = boto3.client("s3", endpoint_url=self.endpoint_url(), region_name=self._query().get("region"))
         return self._client
 
     def _query(self) -> dict[str, str]:
         return {k: v[-1] for k, v in parse_qs(urlparse(self.uri).query).items()}
 
-    def s3_endpoint(self) -> str | None:
-        """The S3 endpoint URL the URI names (`?endpoint_override=host:port&scheme=http`), None for AWS's own."""
+    def endpoint_url(self) -> str | None:
+        """The endpoint URL the URI names (`?endpoint_override=host:port&scheme=http`), None for the cloud's own."""
         endpoint = self._query().get("endpoint_override")
         if endpoint and "://" not in endpoint:
             endpoint = f"{self._query().get('scheme', 'https')}://{endpoint}"
@@ -202,9 +196,17 @@ class Files:
 WRITE_ATTEMPTS = 4
 
 
+def _local_temporary(path, data: bytes) -> Path:
+    """`data` written beside `path` under a temporary name nobody reads, ready to be renamed or linked to `path`."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_name(f".{Path(path).name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_bytes(data)
+    return tmp
+
+
 def _whole_write_retried(write) -> None:
-    """An object-store write of a whole file, again after a server-side failure (S3 `INTERNAL_FAILURE` or
-    `SlowDown` on a part upload: seen from SeaweedFS while it grows a volume) with 0.5, 1, 2 s of backoff. Writing
+    """An object-store write of a whole file, again after a server-side failure (e.g. S3 `INTERNAL_FAILURE` on a
+    part upload, seen from SeaweedFS) with 0.5, 1, 2 s of backoff. Writing
     the same whole object again is harmless; a missing bucket or a refused credential is not retried."""
     for attempt in range(WRITE_ATTEMPTS):
         try:
