@@ -3,13 +3,10 @@
 own start pipes it unread, which blocks the server once the pipe is full) and stopped by the PID it started. The
 store reaches it through its URI alone (`anonymous=true` and the endpoint), as a user reaches an emulator or a
 public bucket."""
-import os
-import signal
-import subprocess
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from local_server import running
 from s3_server import _free_port
 
 BUCKET = "aver"
@@ -39,21 +36,8 @@ def fake_gcs(tmp: Path):
     port = _free_port()
     cmd = [str(binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "filesystem",
            "-filesystem-root", str(tmp / "data"), "-log-level", "warn"]
-    with open(tmp / "gcs.log", "wb") as log:
-        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     gcs = GCS(port)
-    try:
-        client = storage.Client(project="test", credentials=AnonymousCredentials(),
-                                client_options={"api_endpoint": gcs.url})
-        deadline = time.time() + 30
-        while True:
-            try:
-                client.create_bucket(BUCKET)
-                break
-            except Exception:
-                assert time.time() < deadline and server.poll() is None, (tmp / "gcs.log").read_text()[-2000:]
-                time.sleep(0.2)
+    client = storage.Client(project="test", credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": gcs.url})
+    with running(cmd, tmp / "gcs.log", lambda: client.create_bucket(BUCKET), timeout_s=30, retry_on=(Exception,)):
         yield gcs
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=10)

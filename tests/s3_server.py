@@ -3,15 +3,14 @@
 environment variables, as they would on a cluster (boto3, for the store's commit log, and DVC too)."""
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.fs as pafs
+
+from local_server import running
 
 WEED = shutil.which("weed", path=str(Path(sys.executable).parent))
 KEY, SECRET = "averkey", "aversecret"
@@ -66,30 +65,15 @@ def seaweed(tmp: Path):
     cmd = [WEED, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={tmp / 'data'}", "-s3",
            f"-s3.port={s3_port}", f"-s3.config={tmp / 's3.json'}", f"-master.port={master}",
            f"-volume.port={volume}", f"-filer.port={filer}", "-volume.max=5", "-s3.port.iceberg=0", "-s3.port.lance=0"]
-    with open(tmp / "weed.log", "wb") as log:
-        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     env = {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_EC2_METADATA_DISABLED": "true",
            "AWS_DEFAULT_REGION": "us-east-1"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     s3 = S3(s3_port)
+    fs, _ = pafs.FileSystem.from_uri(s3.uri("store"))
     try:
-        fs, _ = pafs.FileSystem.from_uri(s3.uri("store"))
-        deadline = time.time() + 60
-        while True:
-            try:
-                fs.create_dir(BUCKET)
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, (tmp / "weed.log").read_text()[-2000:]
-                time.sleep(0.5)
-        yield s3
+        with running(cmd, tmp / "weed.log", lambda: fs.create_dir(BUCKET), timeout_s=60, poll_s=0.5):
+            yield s3
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:       # its graceful shutdown can take long: nothing to keep
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)

@@ -135,25 +135,16 @@ def test_sigkill_mid_run_resumes_with_every_row_once(corpus, sets):
 
 @pytest.fixture
 def beam_worker_pool(tmp_path):
-    """An external SDK worker pool on loopback, stopped by the PID this fixture started."""
+    """An external SDK worker pool on loopback (importing Beam takes seconds: ready once it listens), stopped by the
+    PID this fixture started, with the SDK harnesses it started."""
+    from local_server import running
     from s3_server import _free_port
     port = _free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    log = open(tmp_path / "pool.log", "wb")
-    pool = subprocess.Popen([sys.executable, str(Path(__file__).with_name("beam_worker_pool.py")), str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while True:                     # importing Beam takes seconds: wait until the pool listens
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert pool.poll() is None and time.monotonic() < deadline, (tmp_path / "pool.log").read_text()
-            time.sleep(0.2)
-    yield f"127.0.0.1:{port}", tmp_path / "pool.log"
-    pool.terminate()
-    pool.wait(timeout=30)
-    log.close()
+    cmd = [sys.executable, str(Path(__file__).with_name("beam_worker_pool.py")), str(port)]
+    with running(cmd, tmp_path / "pool.log", lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close(),
+                 timeout_s=120, env=env):
+        yield f"127.0.0.1:{port}", tmp_path / "pool.log"
 
 
 def test_beam_on_a_portable_runner_with_an_external_worker_pool(corpus, beam_worker_pool):
