@@ -95,7 +95,7 @@ def synchrony(motion: np.ndarray, envelopes: np.ndarray) -> float:
 def choose_speaker(scores: dict, previous=None):
     """The speaking track: the best synchrony score above MIN_SYNC (the previous speaker stays unless beaten
     by HYSTERESIS); None when no track's score qualifies."""
-    valid = {t: s for t, s in scores.items() if np.isfinite(s) and s > MIN_SYNC}
+    valid = _qualifying(scores)
     if not valid:
         return None
     best = max(valid, key=valid.get)
@@ -106,8 +106,13 @@ def choose_speaker(scores: dict, previous=None):
 
 def lead(scores: dict, track) -> float:
     """How far `track`'s synchrony is ahead of the best other qualifying track's (inf when it is alone)."""
-    others = [s for t, s in scores.items() if t != track and np.isfinite(s) and s > MIN_SYNC]
+    others = [s for t, s in _qualifying(scores).items() if t != track]
     return float(scores[track] - max(others)) if others else float("inf")
+
+
+def _qualifying(scores: dict) -> dict:
+    """The tracks whose synchrony can make them the speaker."""
+    return {t: s for t, s in scores.items() if np.isfinite(s) and s > MIN_SYNC}
 
 
 @dataclass
