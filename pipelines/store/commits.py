@@ -32,7 +32,7 @@ import pyarrow as pa
 from pipelines.errors import UserError
 from pipelines.keyset import DIGEST, KeySet, digests
 from pipelines.manifest import now
-from pipelines.store.file_cache import read_columns
+from pipelines.store.file_cache import read_keys
 
 if TYPE_CHECKING:
     from pipelines.store.table import FeatureStore
@@ -41,7 +41,6 @@ LOG = "_commits"
 CHECKPOINT_EVERY = 100
 ATTEMPTS = 1000
 MERGE_KEYS = 2**16      # the keys committed since the key view was built are merged into it past this many (+1/4)
-KEY = ["clip_id", "variant"]
 # Files of a store written before the commit log (12 hex digits; Beam's were numbered shards): adopted by the
 # first commit, so an older store keeps its rows. Files written since have 32 hex digits.
 LEGACY = re.compile(r"^(part|ledger)-[0-9a-f]{12}(-\d{5}-of-\d{5})?\.parquet$")
@@ -219,7 +218,7 @@ class CommitLog:
 
     def _file_keys(self, name: str, columns: bool = False):
         """A file's (clip_id, variant) keys, or its two key columns."""
-        t = read_columns(self.files, self.dir / name, KEY)
+        t = read_keys(self.files, self.dir / name, name.split("-", 1)[0])    # the planner's read of it
         ids, variants = t.column(0).to_pylist(), t.column(1).to_pylist()
         return (ids, variants) if columns else list(zip(ids, variants))
 

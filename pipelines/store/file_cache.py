@@ -13,6 +13,7 @@ from collections import OrderedDict
 
 import pyarrow as pa
 
+KEY_COLUMNS = ["clip_id", "variant", "content_hash"]
 MAX_SCHEMAS = 100_000
 _cache: OrderedDict[tuple[str, tuple[str, ...]], pa.Table] = OrderedDict()
 _rows = 0
@@ -41,6 +42,11 @@ def read_columns(files, path, columns: list[str]) -> pa.Table:
             while _rows > max_rows():
                 _rows -= _cache.popitem(last=False)[1].num_rows
     return table
+
+
+def read_keys(files, path, kind: str) -> pa.Table:
+    """A store file's key columns, with `reason` for a ledger file: the one read every pass over the keys shares."""
+    return read_columns(files, path, KEY_COLUMNS + (["reason"] if kind == "ledger" else []))
 
 
 def read_schema(files, path) -> pa.Schema:

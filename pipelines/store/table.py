@@ -24,10 +24,9 @@ from pipelines.rowcheck import garbage_rows
 from pipelines.store import reader
 from pipelines.store.commits import CommitLog, Conflict, Staged, VersionUnavailable, new_name
 from pipelines.store.files import Files, is_uri
-from pipelines.store.file_cache import read_columns, read_schema
+from pipelines.store.file_cache import KEY_COLUMNS, read_keys, read_schema
 
 KEY = ["clip_id", "variant"]
-KEY_COLUMNS = ["clip_id", "variant", "content_hash"]
 VACUUM_AFTER_S = 6 * 3600      # a file no commit names is deleted once this old: no writer still means to commit it
 
 
@@ -73,10 +72,6 @@ class FeatureStore:
 
     def _meta(self, path) -> dict:
         return json.loads((self.files.read_schema(path).metadata or {}).get(b"aver", b"{}"))
-
-    def _keys(self, path, with_reason: bool = False):
-        t = self.files.read_table(path, columns=KEY_COLUMNS + (["reason"] if with_reason else []))
-        return zip(*(t.column(n).to_pylist() for n in t.column_names))
 
     def log(self, feature_set: str, corpus: str) -> CommitLog:
         """This feature set x corpus's commit log (one per store object: it caches the live keys it has read)."""
@@ -159,7 +154,7 @@ class FeatureStore:
             if (fingerprint is not None and s.fingerprint != fingerprint) or kind not in (None, s.kind):
                 continue
             try:
-                t = read_columns(self.files, s.path, KEY_COLUMNS + (["reason"] if s.kind == "ledger" else []))
+                t = read_keys(self.files, s.path, s.kind)
             except FileNotFoundError:       # merged and vacuumed since the listing: the merged file has them
                 yield from self.key_batches(feature_set, corpus, fingerprint, include_retried, kind)
                 return
@@ -189,7 +184,7 @@ class FeatureStore:
                     removed += self.files.num_rows(s.path)
                     remove.append(s.path.name)
                     continue
-                t = read_columns(self.files, s.path, KEY_COLUMNS + (["reason"] if s.kind == "ledger" else []))
+                t = read_keys(self.files, s.path, s.kind)
                 keep = valid.contains(*(t.column(n).to_pylist() for n in KEY_COLUMNS)).tolist()
                 if s.kind == "ledger" and retry_reasons:
                     keep = [k and not r.startswith(retry_reasons) for k, r in zip(keep, t.column("reason").to_pylist())]
@@ -270,7 +265,8 @@ class FeatureStore:
         stale: list[tuple[str, str]] = []
         retryable = []
         for s in shards:
-            for c, v, h, *reason in self._keys(s.path, with_reason=s.kind == "ledger"):
+            t = read_keys(self.files, s.path, s.kind)
+            for c, v, h, *reason in zip(*(t.column(n).to_pylist() for n in t.column_names)):
                 if (c, v) in seen:
                     rep.problems.append(f"duplicate row {c} [{v}] in {s.path.name}")
                 seen[(c, v)] = h
