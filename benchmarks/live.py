@@ -14,7 +14,9 @@ Accuracy: every pair of four real talking faces of tests/two_faces.SOURCES side 
 which the method's constants were chosen) or 15 pairs never used to choose anything (`--pairs heldout`: five other
 CREMA-D utterances, each next to the MEAD, RAVDESS and MELD faces), each face in turn being the one heard, or 16
 clips where one of the four faces is heard next to a real talking face that has no sound (`--pairs mute`: MEAD
-W009, W011 and M030 style clips, RAVDESS actor 19; the listener talks but is never heard). Each clip is read by
+W009, W011 and M030 style clips, RAVDESS actor 19; the listener talks but is never heard), or 45 clips defined
+after the method was frozen and run once (`--pairs fresh`: 25 other soundless talking faces of MEAD, each next to one
+of the nine faces with sound, and the held-out CREMA-D utterances two by two: one actor, one sentence). Each clip is read by
 `run_live` as `aver live FILE` reads it, with the miniature model (1-s windows every 0.5 s, the stream's incremental
 faces and SpeakerMemory, not paced: no window dropped); a window counts as right when its speaking face's box is on
 the heard face's half. Windows where no face is
@@ -47,6 +49,15 @@ from pipelines.probe import probe  # noqa: E402
 
 FACES = ("mead_m030", "ravdess_01", "crema_1001_ang", "meld_dia1")
 HELD_OUT_UTTERANCES = ("crema_1001_hap", "crema_1001_sad", "crema_1001_dis", "crema_1001_fea", "crema_1001_neu")
+FRESH_LISTENERS = {   # talking faces without sound never composed before 2026-11-30 (the `fresh` pairs)
+    **{f"mead_{who.lower()}_{emotion}_mute": f"mead_sample/dreamtalk_style_clips/{who}_front_{emotion}_level3_001.mp4"
+       for who in ("M030", "W009", "W011") for emotion in ("angry", "contempt", "disgusted", "fear", "happy", "sad",
+                                                          "surprised")
+       if f"mead_sample/dreamtalk_style_clips/{who}_front_{emotion}_level3_001.mp4" not in SILENT_TALKERS.values()},
+    **{f"mead_driving_{emotion}_mute": f"mead_sample/eamm/driving_crops/{emotion}.mp4"
+       for emotion in ("contempt", "disgusted", "fear", "happy", "sad", "surprised")},
+}
+HEARD = FACES + HELD_OUT_UTTERANCES
 PAIRS = {   # (left, right, heard side): tuning: the pairs the method's constants were chosen on, each face heard in
     # turn. heldout: CREMA-D actor 1001's five other utterances, each next to the three other faces, each heard in
     # turn. mute: a face of FACES heard next to a real talking face without sound (SILENT_TALKERS), on either side.
@@ -56,6 +67,13 @@ PAIRS = {   # (left, right, heard side): tuning: the pairs the method's constant
                      for heard in (0, 1)),
     "mute": tuple((f, m, 0) if i % 2 == 0 else (m, f, 1)
                   for i, (f, m) in enumerate(itertools.product(FACES, SILENT_TALKERS))),
+    # fresh (defined, then run once, with the method frozen, 2026-11-30): each never-composed listener of
+    # FRESH_LISTENERS next to one of the nine talkers with sound (in turn), sides alternating; and every pair of the
+    # held-out CREMA-D utterances (the same actor saying the same sentence: the listener's mouth makes the heard
+    # syllables, at other instants), each heard in turn.
+    "fresh": (*((HEARD[i % len(HEARD)], m, 0) if i % 2 == 0 else (m, HEARD[i % len(HEARD)], 1)
+                for i, m in enumerate(FRESH_LISTENERS)),
+              *((a, b, heard) for a, b in itertools.combinations(HELD_OUT_UTTERANCES, 2) for heard in (0, 1))),
 }
 
 
@@ -69,7 +87,7 @@ def asd_accuracy(work: Path, params: dict, window: float, hop: float, repeat: in
     right = total = silent = clip_right = 0
     per_clip = {}
     for a, b, heard in pairs:
-        sources = [_setup.SHARED / "data" / {**SOURCES, **SILENT_TALKERS}[name] for name in (a, b)]
+        sources = [_setup.SHARED / "data" / {**SOURCES, **SILENT_TALKERS, **FRESH_LISTENERS}[name] for name in (a, b)]
         path = compose(work / f"{a}-{b}-{heard}.mp4", sources, heard, repeat=repeat)
         item = {"clip_id": path.stem, "corpus": "bench", "path": path.name, "abspath": str(path),
                 "variant": "clean", "content_hash": path.stem}
@@ -131,37 +149,44 @@ def latency(work: Path, params: dict, seconds: float, window: float, hop: float)
 
 
 def window_cpu(work: Path, params: dict, seconds: float, window: float, hop: float) -> dict:
-    """CPU time of the scoring thread per window (ms, mean and p95: all feature sets + model, and `faces` alone) of
-    the two-face clip read live from a file (not paced: no drops, no shedding), with the stream's incremental faces
-    and with every window's faces computed alone (the live run before features.face_stream)."""
+    """CPU time of the scoring thread per window (ms, mean and p95: all feature sets + model, and each feature set)
+    of the two-face clip read live from a file (not paced: no drops, no shedding), with the stream's incremental
+    faces and with every window's faces computed alone (the live run before features.face_stream)."""
     import pipelines.live.run as live_run
+    import pipelines.predict as predict
     from features.face_stream import FaceStream
-    from pipelines.predict import WindowScorer
     data = _setup.SHARED / "data"
     loop = probe(data / SOURCES["mead_m030"])["duration"]
     path = compose(work / "cpu.mp4", [data / SOURCES["mead_m030"], data / SOURCES["ravdess_01"]], 0,
                    repeat=int(np.ceil(seconds / loop)), seconds=loop)
-    score, extract, result = WindowScorer.score, FacesExtractor.extract, {}
+    score, extract, result = predict.WindowScorer.score, predict.extract, {}
     for mode, stream in (("alone", lambda: None), ("incremental", FaceStream)):
-        cpu = {"window": [], "faces": []}
-        WindowScorer.score = _thread_timed(score, cpu["window"])
-        FacesExtractor.extract = _thread_timed(extract, cpu["faces"])
+        cpu = {"window": []}
+
+        def timed_extract(plan, items):
+            for feature_set, extractor in plan.items():
+                if "process" not in vars(extractor):      # each extractor of the scorer timed once
+                    extractor.process = _thread_timed(type(extractor).process, cpu.setdefault(feature_set, []),
+                                                      extractor)
+            return extract(plan, items)
+        predict.WindowScorer.score, predict.extract = _thread_timed(score, cpu["window"]), timed_extract
         live_run.FaceStream = stream
         try:
             live_run.run_live(str(path), None, params, window=window, hop=hop, out=io.StringIO())
         finally:
-            WindowScorer.score, FacesExtractor.extract, live_run.FaceStream = score, extract, FaceStream
+            predict.WindowScorer.score, predict.extract, live_run.FaceStream = score, extract, FaceStream
         result[mode] = {k: {"mean_ms": round(1000 * float(np.mean(v)), 1),
                             "p95_ms": round(1000 * float(np.percentile(v, 95)), 1), "windows": len(v)}
                         for k, v in cpu.items()}
     return result
 
 
-def _thread_timed(method, times: list):
-    def timed(self, *args):
+def _thread_timed(method, times: list, bound=None):
+    """`method` timed in CPU seconds of the calling thread into `times` (bound to `bound` when given)."""
+    def timed(*args):
         started = time.thread_time()
         try:
-            return method(self, *args)
+            return method(*((bound,) if bound is not None else ()), *args)
         finally:
             times.append(time.thread_time() - started)
     return timed

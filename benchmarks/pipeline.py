@@ -114,6 +114,16 @@ class Monitor:
         self.wall = time.perf_counter() - self.wall0
         self.cpu = sum(self.last[p] - self.first[p] for p in self.last)
 
+    def cpu_by_kind(self) -> dict[str, float]:
+        """CPU seconds of the driver (this process), of the Ray workers that ran extractors, and of the other
+        processes by name (raylet, gcs_server, Ray's Python helpers and idle workers as "python")."""
+        kinds: dict[str, float] = {}
+        for pid, last in self.last.items():
+            name = self.names[pid]
+            kind = "driver" if pid == self.me.pid else "Ray workers" if name.startswith("ray::") else name
+            kinds[kind] = kinds.get(kind, 0.0) + last - self.first[pid]
+        return kinds
+
     def worker_rss_mb(self) -> list[float]:
         """Peak RSS of every Ray worker process that ran an extractor (MB)."""
         return [self.rss[p] / 2**20 for p, n in self.names.items() if n.startswith("ray::") and "IDLE" not in n]
@@ -487,7 +497,11 @@ def main() -> None:
         for naive in naives:
             print(row(f"naive script, {naive.note} ({len(naive_paths)} clips, {naive_media:.0f} s)", 1, naive,
                       naive_media, f"{naive.rss_mb:.0f} (driver)"))
-        print(f"\nRay start-up: {ray_start.wall:.1f} s (not included above)\n")
+        print(f"\nRay start-up: {ray_start.wall:.1f} s (not included above)")
+        for w, (mon, _) in runs.items():
+            print(f"CPU s of the {w}-worker run by process: " + ", ".join(
+                f"{k} {v:.1f}" for k, v in sorted(mon.cpu_by_kind().items(), key=lambda kv: -kv[1])))
+        print()
 
         print("| feature set | new rows | ledger rows |" + (" wall s alone | CPU s alone | RTF CPU alone |" if each
                                                             else ""))
