@@ -20,7 +20,7 @@ from pipelines.live.view import make_view
 from pipelines.predict import affect_dimensions, predict_file, windows
 from pipelines.probe import probe
 from test_predict import run  # noqa: F401 - the trained miniature models (module fixture)
-from two_faces import serve_http, serve_mpegts
+from two_faces import serve_http, serve_mpegts, serve_rtsp
 
 MELD = ("meld_sample", "train_splits", "dia1_utt0.mp4")
 MEAD = ("mead_sample", "eamm", "M030_sad_3_001.mp4")
@@ -77,6 +77,34 @@ def test_a_loopback_stream_gives_json_lines_and_stops_at_its_end(run, tmp_path, 
         x1, y1, x2, y2 = w["face_box"]
         assert 0 <= x1 < x2 <= 1280 and 0 <= y1 < y2 <= 720
         assert "speaking_face" in w
+
+
+def test_an_rtsp_camera_stream_is_read_until_it_goes_silent(run):  # noqa: F811
+    """RTSP as an IP camera serves it (a real RTSP server: H.264 over RTP/UDP, video only, no end mark): windows of
+    the video modality from the first frame on, and the stream's silence ends the run."""
+    path = shared_path("data", *MELD)
+    url, server = serve_rtsp(path, _free_port(), repeat=2)
+    out = io.StringIO()
+    try:
+        summary = run_live(url, None, run["params"], window=1.0, hop=0.5, out=out, idle_timeout=2.0)
+    finally:
+        server.stop()
+    lines = _lines(out)
+    assert lines[0]["event"] == "start" and lines[0]["kind"] == "network"
+    assert summary["stopped"] == "end_of_stream" and summary["ended_by"] == "idle_timeout", str(summary)
+    assert not summary["reader_error"]
+    got = [w for w in lines if w["event"] == "window"]
+    dropped = [w for w in lines if w["event"] == "dropped"]
+    streamed = 2 * probe(path)["duration"]
+    spans = sorted((w["start"], w["end"]) for w in got + dropped)
+    expected = windows(streamed, 1.0, 0.5)
+    assert len(spans) == len(expected), (spans, expected)
+    assert [t for s in spans for t in s] == pytest.approx([t for s in expected for t in s], abs=0.1)
+    assert len(got) >= len(spans) - 2        # none dropped on a quiet machine; the test box is shared
+    for w in got:
+        assert w["modalities"] == ["video"] and not w["failures"]
+        x1, y1, x2, y2 = w["face_box"]
+        assert 0 <= x1 < x2 <= 1280 and 0 <= y1 < y2 <= 720
 
 
 def test_a_file_scored_live_matches_predict_on_the_same_windows(run, tmp_path, monkeypatch):  # noqa: F811

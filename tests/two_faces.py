@@ -1,6 +1,6 @@
 """Generated multi-person clips for active speaker tests and benchmarks: real talking faces from ../shared/data
 side by side, with the audio of one of them (its own, in sync), and senders that stream a file over the network
-(TCP, UDP, HTTP).
+(TCP, UDP, HTTP, RTSP).
 
 Each source is decoded at `fps`, centre-cropped to a square, scaled to `side` px and placed in a row; the clip
 lasts as long as the shortest source. A `None` source is a grey panel (no face)."""
@@ -157,3 +157,37 @@ def serve_http(path: Path) -> tuple[str, ThreadingHTTPServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     _daemon(server.serve_forever)
     return f"http://127.0.0.1:{server.server_address[1]}/{path.stem}.ts", server
+
+
+def serve_rtsp(path: Path, port: int, repeat: int = 1):
+    """An RTSP server on 127.0.0.1:`port` (rtsp-rs from PyPI: H.264 video over RTP/UDP, as an IP camera serves it)
+    that, once a client plays its stream, sends `path`'s video re-encoded as H.264 at 1x pace, `repeat` times over,
+    then goes silent (RTP has no end mark): its URL and the server (to `stop()`)."""
+    import rtsp
+    with av.open(str(path)) as src:
+        stream = src.streams.video[0]
+        rate = stream.average_rate
+        frames = [f.reformat(format="yuv420p") for f in src.decode(stream)] * repeat
+    encoder = av.CodecContext.create("libx264", "w")
+    encoder.width, encoder.height, encoder.pix_fmt, encoder.framerate = frames[0].width, frames[0].height, "yuv420p", rate
+    # no B-frames or lookahead (a camera's stream), SPS/PPS before every keyframe (a client may join at any one)
+    encoder.options = {"tune": "zerolatency", "x264-params": f"keyint={round(rate)}:repeat-headers=1"}
+    packets = []
+    for i, frame in enumerate([*frames, None]):
+        if frame is not None:
+            frame.pts = i
+        packets += [bytes(p) for p in encoder.encode(frame)]
+    server = rtsp.Server(f"127.0.0.1:{port}")
+    server.start()
+
+    def send_when_played():
+        while server.is_running() and not server.get_viewers():
+            time.sleep(0.05)
+        started = time.monotonic()
+        for i, packet in enumerate(packets):
+            time.sleep(max(0.0, started + i / float(rate) - time.monotonic()))
+            if not server.is_running():
+                return
+            server.send_frame(packet, round(90000 / float(rate)))
+    _daemon(send_when_played)
+    return f"rtsp://127.0.0.1:{port}/stream", server
