@@ -8,7 +8,7 @@ decisions in seconds, to try a cue before building it: each source face of tests
 its own (the mouth signal at each frame of a 25-fps clip of it), a two-face clip of benchmarks/live.PAIRS is then
 the two faces' signals side by side with the heard face's sound (looped twice, as live.py does), and
 pipelines.live.speaker's rule is replayed window by window (1-s windows every 0.5 s, the last HISTORY_S seconds,
-features.active_speaker's hysteresis and continuity). The figures are close to live.py's, not equal (live.py
+its `follow`: hysteresis and continuity). The figures are close to live.py's, not equal (live.py
 measures each window's frames as the stream brings them).
 
 Cues (visual signal x audio signal, correlated at the best of the sound delays):
@@ -44,7 +44,7 @@ from features import active_speaker, mouth_motion  # noqa: E402
 from features.audio_io import decode_audio  # noqa: E402
 from features.faces import FacesExtractor  # noqa: E402
 from pipelines.config import feature_config, load_params  # noqa: E402
-from pipelines.live.speaker import HISTORY_S  # noqa: E402
+from pipelines.live.speaker import HISTORY_S, follow  # noqa: E402
 
 FPS, SR = 25, active_speaker.CLIP_SAMPLE_RATE
 CUES = ("motion", "shift", "vgrad", "aperture", "mixed", "ridge")
@@ -192,11 +192,8 @@ def replay(signals: dict, cue: str, left: str, right: str, heard: int, repeat: i
         seen = (times < end) & (times >= end - HISTORY_S)
         heard_so_far = audio[:round(end * SR)]
         scores = {k: score(cue, times[seen], face[seen], heard_so_far, ridge) for k, face in enumerate(faces)}
-        chosen = active_speaker.choose_speaker(scores, speaker if confirmed else None)
-        confirmed = chosen is not None and ((confirmed and chosen == speaker)
-                                            or active_speaker.lead(scores, chosen) >= active_speaker.HYSTERESIS)
-        speaker = chosen
-        marks += "?" if chosen is None else "+" if chosen == heard else "-"
+        speaker, confirmed = follow(scores, speaker, confirmed)
+        marks += "?" if speaker is None else "+" if speaker == heard else "-"
         end += 0.5
     return marks
 

@@ -23,6 +23,14 @@ MATCH_IOU = 0.3
 SR = active_speaker.CLIP_SAMPLE_RATE
 
 
+def follow(scores: dict, speaker, confirmed: bool) -> tuple[int | None, bool]:
+    """The speaker after a window with these synchrony `scores`, and whether it is confirmed (protected by the
+    hysteresis: it stayed confirmed, or it leads every other face by HYSTERESIS)."""
+    chosen = active_speaker.choose_speaker(scores, speaker if confirmed else None)
+    return chosen, chosen is not None and ((confirmed and chosen == speaker)
+                                           or active_speaker.lead(scores, chosen) >= active_speaker.HYSTERESIS)
+
+
 class SpeakerMemory:
     def __init__(self):
         self.faces: dict[int, dict] = {}       # id -> {"box", "last", "motion": {frame time: motion}}
@@ -58,10 +66,7 @@ class SpeakerMemory:
             if len(times):
                 envelopes = active_speaker.delayed_envelopes(self.audio, SR, times - self.audio_start)
                 scores[face_id] = active_speaker.synchrony([face["motion"][t] for t in times], envelopes)
-        chosen = active_speaker.choose_speaker(scores, self.speaker if self.confirmed else None)
-        self.confirmed = chosen is not None and ((self.confirmed and chosen == self.speaker)
-                                                 or active_speaker.lead(scores, chosen) >= active_speaker.HYSTERESIS)
-        self.speaker = chosen
+        self.speaker, self.confirmed = follow(scores, self.speaker, self.confirmed)
         return self._report(len(tracks), scores.get(self.speaker))
 
     def _hear(self, signal: np.ndarray, start: float) -> None:
