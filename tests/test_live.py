@@ -4,11 +4,14 @@ import io
 import json
 import math
 import socket
+import subprocess
+import sys
 import time
 
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from conftest import shared_path
 from features.face_affect import FaceAffect
@@ -20,7 +23,7 @@ from pipelines.live.view import make_view
 from pipelines.predict import affect_dimensions, predict_file, windows
 from pipelines.probe import probe
 from test_predict import run  # noqa: F401 - the trained miniature models (module fixture)
-from two_faces import serve_http, serve_mpegts, serve_rtsp
+from two_faces import send_paced, serve_http, serve_mpegts, serve_rtsp
 
 MELD = ("meld_sample", "train_splits", "dia1_utt0.mp4")
 MEAD = ("mead_sample", "eamm", "M030_sad_3_001.mp4")
@@ -165,6 +168,34 @@ def test_sources_that_cannot_be_read_give_one_line(run, tmp_path):  # noqa: F811
     bad.write_text("not media")
     with pytest.raises(SourceError, match="cannot open"):
         run_live(str(bad), None, run["params"], out=io.StringIO())
+    # SRT is not in PyAV's FFmpeg: the line says how to pipe it in
+    with pytest.raises(SourceError, match=r"cannot read srt://.*ffmpeg -i srt://127\.0\.0\.1:9 .* \| aver live -"):
+        run_live("srt://127.0.0.1:9", None, run["params"], out=io.StringIO())
+
+
+def test_a_stream_piped_on_stdin(run, tmp_path):  # noqa: F811
+    """`ffmpeg ... -f mpegts - | aver live -` through the command line. The stream arrives faster than it is scored
+    (all of it at once), so a pipe, being live, drops windows rather than queue them: every window is scored or
+    reported dropped, the last one is scored, and the end of the pipe ends the run."""
+    path = shared_path("data", *MELD)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(run["params"]))
+    stream = io.BytesIO()
+    send_paced(path, stream)
+    live = subprocess.run([sys.executable, "-m", "pipelines.cli", "live", "-", "--params", str(params)],
+                          input=stream.getvalue(), capture_output=True, timeout=300)
+    assert live.returncode == 0, live.stderr.decode()[-2000:]
+    lines = [json.loads(line) for line in live.stdout.decode().splitlines()]
+    summary = lines[-1]
+    assert lines[0]["event"] == "start" and lines[0]["kind"] == "pipe" and lines[0]["paced"]
+    assert summary["event"] == "summary" and summary["ended_by"] == "end_of_file" and not summary["reader_error"]
+    spans = sorted((w["start"], w["end"]) for w in lines if w["event"] in ("window", "dropped"))
+    expected = windows(probe(path)["duration"], 1.0, 0.5)
+    assert [t for s in spans for t in s] == pytest.approx([t for s in expected for t in s], abs=0.05)
+    got = [w for w in lines if w["event"] == "window"]
+    assert got[-1]["end"] == pytest.approx(expected[-1][1], abs=0.05)
+    assert summary["windows"] == len(got) and summary["dropped"] == len(spans) - len(got)
+    assert all(w["modalities"] == ["audio", "video"] and not w["failures"] for w in got)
 
 
 def test_valence_and_arousal_come_from_the_models_face_affect_set():

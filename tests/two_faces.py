@@ -88,7 +88,7 @@ def compose(path: Path, sources: list[Path | None], speaker: int, fps: int = 25,
     return path
 
 
-def _send_paced(path: Path, target, **options) -> None:
+def send_paced(path: Path, target, **options) -> None:
     """Remux `path` (no re-encoding) as MPEG-TS into `target` (a URL or a writable file object) at 1x pace."""
     with av.open(str(path)) as src, av.open(target, "w", format="mpegts", **options) as out:
         streams = {s.index: out.add_stream_from_template(s) for s in src.streams if s.type in ("audio", "video")}
@@ -116,10 +116,10 @@ def serve_mpegts(path: Path, url: str) -> threading.Thread:
         if url.startswith("udp://"):
             while not any(c.laddr.port == port for c in psutil.Process().net_connections(kind="udp")):
                 time.sleep(0.05)
-            return _send_paced(path, url)
+            return send_paced(path, url)
         for _ in range(200):
             try:
-                return _send_paced(path, url)
+                return send_paced(path, url)
             except av.error.ConnectionRefusedError:
                 time.sleep(0.1)
     return _daemon(send_when_listened)
@@ -146,7 +146,7 @@ def serve_http(path: Path) -> tuple[str, ThreadingHTTPServer]:
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             try:
-                _send_paced(path, Chunked(self.wfile))
+                send_paced(path, Chunked(self.wfile))
                 self.wfile.write(b"0\r\n\r\n")
             except (BrokenPipeError, ConnectionResetError):    # the reader stopped early
                 pass

@@ -1,8 +1,9 @@
 """Reading a live source continuously: open it with FFmpeg (through PyAV), decode its audio and video as they arrive,
 keep the last seconds in a `MediaBuffer`, and hand out each window's media as soon as the stream has passed its end.
 
-Sources: `/dev/videoN` (FFmpeg's v4l2 input), any URL FFmpeg reads (rtsp://, rtmp://, http://, udp://, srt://,
-tcp://), `-` (a stream piped on stdin) or a file. Times are seconds of media from the container's start, as
+Sources: `/dev/videoN` (FFmpeg's v4l2 input), any URL PyAV's FFmpeg reads (rtsp://, rtmp://, http(s)://, udp://,
+tcp://; its wheels have no srt:// or rist://, which an ffmpeg that has them can pipe in), `-` (a stream piped on
+stdin) or a file. Times are seconds of media from the container's start, as
 `aver predict` counts them, so a file gives the same windows live and in batch.
 """
 from __future__ import annotations
@@ -64,6 +65,11 @@ def open_source(source: str, idle_timeout: float = IDLE_TIMEOUT_S) -> av.contain
         if not Path(source).is_file():
             raise SourceError(f"cannot open {source}: no such file, camera or URL")
         return av.open(source)
+    except av.error.ProtocolNotFoundError:
+        scheme = source.split("://", 1)[0]
+        raise SourceError(f"cannot open {source}: the FFmpeg inside PyAV {av.__version__} cannot read {scheme}:// "
+                          f"(its wheels are built without it); pipe it through an ffmpeg that can: ffmpeg -i "
+                          f"{source} -c copy -f mpegts - | aver live -") from None
     except av.FFmpegError as e:
         raise SourceError(f"cannot open {source}: {e}") from None
 
