@@ -16,12 +16,11 @@ CREMA-D utterances, each next to the MEAD, RAVDESS and MELD faces), each face in
 clips where one of the four faces is heard next to a real talking face that has no sound (`--pairs mute`: MEAD
 W009, W011 and M030 style clips, RAVDESS actor 19; the listener talks but is never heard), or 45 clips defined
 after the method was frozen and run once (`--pairs fresh`: 25 other soundless talking faces of MEAD, each next to one
-of the nine faces with sound, and the held-out CREMA-D utterances two by two: one actor, one sentence). Each clip is read by
-`run_live` as `aver live FILE` reads it, with the miniature model (1-s windows every 0.5 s, the stream's incremental
-faces and SpeakerMemory, not paced: no window dropped); a window counts as right when its speaking face's box is on
-the heard face's half. Windows where no face is
-declared speaking count as wrong. Also the batch decision per whole clip, and per clip its windows (+ right, - wrong
-face, ? none).
+of the nine faces with sound, and the held-out CREMA-D utterances two by two: one actor, one sentence). Each clip
+is read by `run_live` as `aver live FILE` reads it, with the miniature model (1-s windows every 0.5 s, the stream's
+incremental faces and SpeakerMemory, not paced: no window dropped); a window counts as right when its speaking
+face's box is on the heard face's half. Windows where no face is declared speaking count as wrong. Also the batch
+decision per whole clip, and per clip its windows (+ right, - wrong face, ? none).
 """
 from __future__ import annotations
 

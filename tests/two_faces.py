@@ -169,7 +169,8 @@ def serve_rtsp(path: Path, port: int, repeat: int = 1):
         rate = stream.average_rate
         frames = [f.reformat(format="yuv420p") for f in src.decode(stream)] * repeat
     encoder = av.CodecContext.create("libx264", "w")
-    encoder.width, encoder.height, encoder.pix_fmt, encoder.framerate = frames[0].width, frames[0].height, "yuv420p", rate
+    encoder.width, encoder.height, encoder.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
+    encoder.framerate = rate
     # no B-frames or lookahead (a camera's stream), SPS/PPS before every keyframe (a client may join at any one)
     encoder.options = {"tune": "zerolatency", "x264-params": f"keyint={round(rate)}:repeat-headers=1"}
     packets = []
