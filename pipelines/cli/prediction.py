@@ -12,10 +12,12 @@ from pipelines.cli.common import ParamsOpt, app, console
 from pipelines.config import load_params
 from pipelines.errors import UserError
 
+ModelOpt = typer.Option(None, help="model name, model folder or run folder")
+
 
 @app.command()
 def predict(file: Path = typer.Argument(..., help="video or audio file"),
-            model: Optional[str] = typer.Option(None, help="model name, model folder or run folder"),
+            model: Optional[str] = ModelOpt,
             window: float = typer.Option(2.0, help="window length, seconds"),
             hop: float = typer.Option(1.0, help="window hop, seconds"),
             out: Optional[Path] = typer.Option(None, help="output folder (default <runs>/predict/<stem>)"),
@@ -36,7 +38,7 @@ def predict(file: Path = typer.Argument(..., help="video or audio file"),
 
 @app.command()
 def live(source: str = typer.Argument(..., help="/dev/videoN, a URL FFmpeg reads (rtsp://, udp://, ...), - or a file"),
-         model: Optional[str] = typer.Option(None, help="model name, model folder or run folder"),
+         model: Optional[str] = ModelOpt,
          window: float = typer.Option(1.0, help="window length, seconds"),
          hop: float = typer.Option(0.5, help="window hop, seconds"),
          out: Optional[Path] = typer.Option(None, help="JSON lines file (default: stdout)"),
