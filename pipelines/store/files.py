@@ -131,7 +131,7 @@ class Files:
     def _gcs_anonymous(self):
         """(filesystem, path) for a gs:// URI with `anonymous=true`, else None."""
         url = urlparse(self.uri)
-        if url.scheme != "gs" or self._query().get("anonymous", "").lower() != "true":
+        if url.scheme != "gs" or not self._anonymous():
             return None
         options = {k: v for k, v in self._query().items() if k in ("endpoint_override", "scheme")}
         return pafs.GcsFileSystem(anonymous=True, **options), f"{url.netloc}{url.path}".rstrip("/")
@@ -143,12 +143,11 @@ class Files:
         except ImportError:
             raise BadParams("a store on gs:// commits with google-cloud-storage: pip install 'aver[gcs]'") from None
         if self._client is None:
-            query, endpoint = self._query(), self.endpoint_url()
-            anonymous = query.get("anonymous", "").lower() == "true"
+            endpoint, anonymous = self.endpoint_url(), self._anonymous()
             if anonymous:
                 from google.auth.credentials import AnonymousCredentials
             self._client = storage.Client(
-                project=query.get("project_id"), credentials=AnonymousCredentials() if anonymous else None,
+                project=self._query().get("project_id"), credentials=AnonymousCredentials() if anonymous else None,
                 client_options={"api_endpoint": endpoint} if endpoint else None)
         bucket, _, key = name.partition("/")
         try:
@@ -185,6 +184,10 @@ class Files:
     def _query(self) -> dict[str, str]:
         return {k: v[-1] for k, v in parse_qs(urlparse(self.uri).query).items()}
 
+    def _anonymous(self) -> bool:
+        """`?anonymous=true`: no credentials (a public bucket, an emulator)."""
+        return self._query().get("anonymous", "").lower() == "true"
+
     def endpoint_url(self) -> str | None:
         """The endpoint URL the URI names (`?endpoint_override=host:port&scheme=http`), None for the cloud's own."""
         endpoint = self._query().get("endpoint_override")
@@ -206,8 +209,8 @@ def _local_temporary(path, data: bytes) -> Path:
 
 def _whole_write_retried(write) -> None:
     """An object-store write of a whole file, again after a server-side failure (e.g. S3 `INTERNAL_FAILURE` on a
-    part upload, seen from SeaweedFS) with 0.5, 1, 2 s of backoff. Writing
-    the same whole object again is harmless; a missing bucket or a refused credential is not retried."""
+    part upload, seen from SeaweedFS) with 0.5, 1, 2 s of backoff. Writing the same whole object again is harmless;
+    a missing bucket or a refused credential is not retried."""
     for attempt in range(WRITE_ATTEMPTS):
         try:
             return write()
