@@ -1,13 +1,14 @@
 """Where an engine's results go: one `StoreSink` per feature set writes feature rows and ledger rows as parts of
 about `engine.chunk_size` rows and commits them (pipelines/store/commits.py); a `GroupSink` routes a batch's
-{feature_set: Result} to them. Ray actors and Beam workers write their feature rows themselves (`worker_targets`, `WorkerStage`)
-and hand back only the names of the files (`received`: `Result.staged`): the sink commits them with its next part.
+{feature_set: Result} to them. Ray actors and Beam workers write their feature rows themselves (`worker_targets`,
+`WorkerStage`) and hand back only the names of the files (`received`: `Result.staged`): the sink commits them with
+its next part.
 """
 from __future__ import annotations
 
-import pyarrow as pa
-
 from dataclasses import asdict
+
+import pyarrow as pa
 
 from pipelines.extractor import Result
 from pipelines.manifest import LEDGER_SCHEMA, to_table

@@ -51,8 +51,9 @@ def _panel(frame: np.ndarray, side: int) -> np.ndarray:
 def compose(path: Path, sources: list[Path | None], speaker: int, fps: int = 25, side: int = SIDE,
             seconds: float | None = None, repeat: int = 1, still: tuple[int, ...] = ()) -> Path:
     """Write `path` (MP4, H.264 + MPEG audio layer II): the `sources` side by side, with the sound of
-    `sources[speaker]` (or None: silence); `repeat` plays the shortest source's length that many times over (picture and sound stay in sync);
-    the panels in `still` show their source's first frame throughout (a face that does not talk)."""
+    `sources[speaker]` (or None: silence); `repeat` plays the shortest source's length that many times over
+    (picture and sound stay in sync); the panels in `still` show their source's first frame throughout (a face that
+    does not talk)."""
     panels = [None if s is None else [f for _, f in sample_frames(s, fps)] for s in sources]
     n = min(len(p) for p in panels if p is not None)
     if seconds is not None:

@@ -1,6 +1,6 @@
 """Apache Beam engine: the pass's units are read from its spool (`ReadFromParquet`); `DoFn.setup` builds the
-extractor group once per worker; each worker writes its batches' feature rows and ledger rows to the store itself (one file per feature set, kind and batch, through pyarrow.fs: a
-local folder or an object store URI) and leaves a small record of them under `<set>/<corpus>/_pending/<run>/`;
+extractor group once per worker; each worker writes its batches' feature rows and ledger rows to the store itself
+(one file per feature set, kind and batch, through pyarrow.fs: a local folder or an object store URI) and leaves a small record of them under `<set>/<corpus>/_pending/<run>/`;
 when the pipeline has finished, the driver reads those records and commits the files (pipelines/store/commits.py).
 A bundle the runner retried may have left a record too: the commit keeps each key once. A killed Beam run commits
 nothing (its files are never read and are deleted once old), where local and Ray keep every committed batch.
