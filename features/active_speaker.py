@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.audio_io import load_audio
+from features.face_tracking import box_iou
 from pipelines.extractor import ClipError
 
 ENVELOPE_HALF_WIDTH_S = 0.06     # log-energy over +-60 ms around each instant: one syllable nucleus, not the next
@@ -177,17 +178,10 @@ def decide(item: dict, times: list[float], mouths: dict[int, np.ndarray], boxes:
     return Speaker(track, frame_tracks, scores, medians, mouths, motion)
 
 
-def iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return float(w * h / union) if union > 0 else 0.0
-
-
 def hinted_track(boxes: dict[int, np.ndarray], hint) -> int | None:
     """The track whose median box overlaps `hint` (the live speaker's box) most, with IoU >= 0.3."""
     if hint is None or not boxes:
         return None
-    overlaps = {t: iou(np.median(b, axis=0), hint) for t, b in boxes.items()}
+    overlaps = {t: box_iou(np.median(b, axis=0), hint) for t, b in boxes.items()}
     best = max(overlaps, key=overlaps.get)
     return best if overlaps[best] >= 0.3 else None

@@ -123,7 +123,8 @@ class FaceFollower:
         return row, points
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+def box_iou(a, b) -> float:
+    """Intersection over union of two boxes [x1, y1, x2, y2] (arrays or lists; 0 when the union is empty)."""
     width = min(a[2], b[2]) - max(a[0], b[0])
     height = min(a[3], b[3]) - max(a[1], b[1])
     inter = max(width, 0.0) * max(height, 0.0)

@@ -91,8 +91,8 @@ class FacesExtractor(BaseExtractor):
     def setup(self) -> None:
         from features.retinaface import RetinaFaceDetector   # torch import only where the extractor runs
         p = self.params
-        # Frames reach the detector already shrunk (see features.face_scan), hence no max_side of its own; one at a time,
-        # since whether a frame is detected depends on tracking the previous one.
+        # Frames reach the detector already shrunk (see features.face_scan), hence no max_side of its own; one at a
+        # time, since whether a frame is detected depends on tracking the previous one.
         self.detector = RetinaFaceDetector(model=p["model"], device=p["device"], score_threshold=p["score_threshold"],
                                            max_side=None, batch_size=1, runtime=p["runtime"],
                                            num_threads=max(1, int(self.resources.num_cpus)))

@@ -17,6 +17,7 @@ import numpy as np
 
 from features import active_speaker
 from features.audio_io import resample, to_mono
+from features.face_tracking import box_iou
 
 HISTORY_S = 4.0
 MATCH_IOU = 0.3
@@ -84,7 +85,7 @@ class SpeakerMemory:
 
     def _match(self, box: list[float], t: float) -> dict:
         """The remembered face this box continues (best overlap), else a new face."""
-        overlaps = {i: active_speaker.iou(f["box"], box) for i, f in self.faces.items()}
+        overlaps = {i: box_iou(f["box"], box) for i, f in self.faces.items()}
         best = max(overlaps, key=overlaps.get, default=None)
         if best is None or overlaps[best] < MATCH_IOU:
             best = next(self._ids)
