@@ -114,5 +114,6 @@ class RetinaFaceDetector:
         boxes = decode(loc[candidates], priors[candidates], self.spec.variance) * to_frame[:4] / scale
         keep = nms(boxes, scores[candidates], self.nms_threshold)[:POST_NMS_KEEP]
         keep = keep[scores[candidates[keep]] >= self.score_threshold]
-        marks = decode_landm(landms[candidates[keep]], priors[candidates[keep]], self.spec.variance) * to_frame / scale
-        return torch.cat([boxes[keep], scores[candidates[keep], None], marks], dim=1).cpu().numpy()
+        kept = candidates[keep]         # anchor indices of the faces kept
+        marks = decode_landm(landms[kept], priors[kept], self.spec.variance) * to_frame / scale
+        return torch.cat([boxes[keep], scores[kept, None], marks], dim=1).cpu().numpy()
